@@ -1,0 +1,337 @@
+"""Typed configuration: one dataclass per stage, loaded from TOML and overridable on the CLI.
+
+A config file has one table per section (``[data]``, ``[classifier]`` ...). Unknown keys,
+wrong types and unknown sections are refused with one line naming the key.
+Each stage owns its section; add fields there (with a default and a ``help`` in metadata).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from busgan.errors import BusganError
+
+
+def opt(default: Any, help: str, **kw: Any) -> Any:
+    """A config field with a default and a help text (shown by ``--help``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class PhantomConfig:
+    """Simulated B-mode breast-ultrasound images (the embedded default dataset)."""
+    n_per_class: int = opt(1150, "images per class (150 test + 1,000 train in the paper's proportions)")
+    size: int = opt(256, "image side in pixels (>= 32)")
+    seed: int = opt(0, "random seed; the same seed gives the same images")
+    workers: int = opt(0, "worker processes (0 = one per CPU core)")
+
+
+@dataclass
+class DataConfig:
+    """Stage 0: image preparation (import, resize, split, duplicates)."""
+    source: str = opt("phantom", "image folder to import, or 'phantom' to simulate one")
+    layout: Literal["auto", "folders", "busi", "seed"] = opt(
+        "auto", "source layout: folder per class, BUSI, the seed's Train/Test tree, or auto-detect")
+    class_map: dict[str, str] = opt({}, "extra folder-name -> class mapping, e.g. {lesion_b = 'benign'}")
+    size: int = opt(256, "output image side in pixels")
+    color: Literal["gray", "rgb"] = opt("gray", "colour of the written PNGs")
+    resize: Literal["pad", "crop", "stretch"] = opt(
+        "pad", "resize policy: pad to square then resize (keeps aspect), centre-crop, or stretch")
+    test_per_class: int = opt(150, "test images per class (the paper: 150)")
+    val_fraction: float = opt(0.1, "fraction of the remaining images held out for validation")
+    seed: int = opt(0, "split seed")
+    near_duplicate_bits: int = opt(4, "perceptual-hash Hamming distance at or under which two images are near-duplicates")
+
+
+@dataclass
+class ClassifierConfig:
+    """Stages 1 and 5: the InceptionResNetV2 classifier."""
+    backbone: str = opt("InceptionResNetV2", "any keras.applications model name")
+    weights: str = opt("imagenet", "'imagenet', 'none', or a path to a local weights file")
+    input_size: int = opt(256, "input side in pixels (RGB)")
+    freeze_layers: int = opt(775, "first N layers frozen (except BatchNormalization) when pretrained")
+    head_units: int = opt(1024, "units of the Dense ReLU layer of the head")
+    learning_rate: float = opt(1e-3, "Adam learning rate")
+    batch_size: int = opt(32, "batch size")
+    epochs: int = opt(50, "maximum epochs")
+    patience: int = opt(10, "early-stopping patience on validation loss (best weights restored)")
+    lr_patience: int = opt(3, "plateau patience before the learning rate is reduced")
+    lr_factor: float = opt(0.1, "learning-rate reduction factor")
+    shift: float = opt(0.1, "augmentation: width/height shift fraction")
+    flip: bool = opt(True, "augmentation: random horizontal flip")
+    workers: int = opt(2, "data-loading worker processes")
+    mixed_precision: bool = opt(False, "train in mixed bfloat16")
+    jit: bool = opt(True, "XLA-compile the training step")
+    seed: int = opt(0, "random seed")
+
+
+@dataclass
+class GanConfig:
+    """Stage 2: one StyleGAN2 per class."""
+    config: Literal["e", "f", "custom"] = opt("e", "network widths: NVlabs config-e, config-f, or custom widths below")
+    resolution: int = opt(256, "image side (power of two, 8..1024)")
+    channels: int = opt(1, "image channels (1 = grayscale, 3 = RGB)")
+    channel_base: int = opt(16384, "custom widths: channels at resolution r = min(channel_base // r, channel_max)")
+    channel_max: int = opt(512, "custom widths: maximum channels")
+    z_dim: int = opt(512, "latent size (z and w)")
+    mapping_layers: int = opt(8, "mapping-network depth")
+    kimg: float = opt(10000.0, "training length in thousands of real images shown")
+    batch_size: int = opt(32, "global minibatch")
+    gamma: float = opt(100.0, "R1 weight (the seed's runs: 100)")
+    mirror: bool = opt(True, "x-flip augmentation of the training set")
+    augment: Literal["none", "ada"] = opt("none", "discriminator augmentation")
+    precision: Literal["float32", "mixed_bfloat16"] = opt("float32", "compute precision")
+    lr: float = opt(0.002, "Adam learning rate (G and D)")
+    ema_kimg: float = opt(10.0, "half-life of the generator's moving average, in kimg")
+    snapshot_kimg: float = opt(200.0, "kimg between snapshots (FID measured at each)")
+    fid_images: int = opt(5000, "generated images per FID measurement")
+    seed: int = opt(0, "random seed")
+
+
+@dataclass
+class GenerateConfig:
+    """Stage 3: images from each class's best generator."""
+    n_per_class: int = opt(25000, "images per class (seeds 1..N)")
+    truncation: float = opt(1.6, "truncation psi (the paper: 1.6)")
+    batch_size: int = opt(64, "generation batch")
+    format: Literal["png", "bmp"] = opt("png", "image format")
+
+
+@dataclass
+class SelectConfig:
+    """Stage 4: keep synthetic images the real-trained classifier assigns to their own class."""
+    min_probability: float = opt(0.0, "also require this probability of the own class (0 = the paper's argmax rule)")
+    max_per_class: int = opt(0, "keep at most N per class (0 = all)")
+    keep: Literal["top", "random"] = opt("top", "which N to keep: highest probability or random")
+    link: bool = opt(False, "write hard links instead of copies where possible")
+    batch_size: int = opt(64, "scoring batch")
+    seed: int = opt(0, "seed for random keeping")
+
+
+@dataclass
+class SyntheticConfig:
+    """Stage 5: the classifier trained on selected synthetic images (cascade rounds)."""
+    per_class: int = opt(14000, "selected images per class per round (the paper: 14,000)")
+    rounds: int = opt(1, "cascade rounds; each round fine-tunes the previous model with a fresh optimizer")
+    val_fraction: float = opt(0.1, "fraction of each round's images held out for validation")
+
+
+@dataclass
+class CompareConfig:
+    """Stage 7: McNemar and DeLong tests of the two classifiers."""
+    alpha: float = opt(0.05, "significance level")
+    bootstrap: int = opt(0, "stratified bootstrap resamples for the AUC difference (0 = off; 2000 suggested)")
+    seed: int = opt(0, "bootstrap seed")
+
+
+@dataclass
+class Config:
+    """The whole pipeline's configuration."""
+    phantom: PhantomConfig = field(default_factory=PhantomConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+
+
+SECTIONS: dict[str, type] = {f.name: f.type if isinstance(f.type, type) else globals()[f.type]
+                             for f in dataclasses.fields(Config)}
+
+
+def _check_value(key: str, tp: Any, value: Any) -> Any:
+    """Coerce ``value`` to the annotated type ``tp`` or raise a BusganError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            choices = ", ".join(repr(a) for a in typing.get_args(tp))
+            raise BusganError(f"config key '{key}': {value!r} is not one of {choices}")
+        return value
+    if origin in (dict,):
+        if not isinstance(value, dict):
+            raise BusganError(f"config key '{key}': expected a table (dict), got {type(value).__name__}")
+        return {str(k): str(v) for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_value(key, args[0], value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise BusganError(f"config key '{key}': expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise BusganError(f"config key '{key}': expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise BusganError(f"config key '{key}': expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise BusganError(f"config key '{key}': expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise BusganError(f"config key '{key}': expected a string, got {value!r}")
+    return value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, globalns=globals())
+
+
+def section_from_dict(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """Build the dataclass ``cls`` from ``values``, refusing unknown keys and wrong types."""
+    hints = _hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise BusganError(f"unknown config key '{prefix}{key}' (known: {', '.join(sorted(known))})")
+        kwargs[key] = _check_value(prefix + key, hints[key], value)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Build a whole Config from nested dicts (as read from TOML)."""
+    sections: dict[str, Any] = {}
+    for name, table in values.items():
+        if name not in SECTIONS:
+            raise BusganError(f"unknown config section '[{name}]' (known: {', '.join(SECTIONS)})")
+        if not isinstance(table, dict):
+            raise BusganError(f"config key '{name}' must be a table [{name}]")
+        sections[name] = section_from_dict(SECTIONS[name], table, f"{name}.")
+    return Config(**sections)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read a TOML config file (``None`` gives the defaults)."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    if not p.is_file():
+        raise BusganError(f"config file {p} not found; give a path such as configs/demo.toml")
+    try:
+        with open(p, "rb") as f:
+            values = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise BusganError(f"config file {p} is not valid TOML: {e}") from None
+    try:
+        return config_from_dict(values)
+    except BusganError as e:
+        raise BusganError(f"{p}: {e}") from None
+
+
+def apply_override(cfg: Config, assignment: str) -> None:
+    """Apply ``section.key=value`` (the value parsed as TOML when it can be, else as a string)."""
+    if "=" not in assignment or "." not in assignment.split("=", 1)[0]:
+        raise BusganError(f"--set {assignment!r}: expected section.key=value, e.g. gan.kimg=20")
+    dotted, raw = assignment.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    if section not in SECTIONS:
+        raise BusganError(f"--set: unknown config section '{section}' (known: {', '.join(SECTIONS)})")
+    try:
+        value: Any = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    obj = getattr(cfg, section)
+    hints = _hints(type(obj))
+    if key not in hints:
+        raise BusganError(f"unknown config key '{dotted}' (known: {', '.join(sorted(hints))})")
+    setattr(obj, key, _check_value(dotted, hints[key], value))
+
+
+def config_hash(obj: Any) -> str:
+    """A stable short hash of a config section (or any dataclass / JSON value)."""
+    data = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --- command-line options generated from the dataclasses -----------------------------------
+
+def add_config_args(parser: argparse.ArgumentParser, *sections: str) -> None:
+    """Add ``--config``, ``--set`` and one option per field of the given sections.
+
+    Fields of the first section get plain names (``--n-per-class``); fields of later sections
+    are prefixed with their section (``--classifier-epochs``). Options default to None so that
+    only what the user types overrides the config file.
+    """
+    parser.add_argument("--config", metavar="TOML", help="config file (defaults apply to missing keys)")
+    parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
+                        help="override any config key, e.g. --set gan.kimg=20 (repeatable)")
+    for i, section in enumerate(sections):
+        cls = SECTIONS[section]
+        group = parser.add_argument_group(f"[{section}] options", cls.__doc__)
+        hints = _hints(cls)
+        for f in dataclasses.fields(cls):
+            name = f.name.replace("_", "-") if i == 0 else f"{section}-{f.name.replace('_', '-')}"
+            tp = hints[f.name]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
+            dest = f"cfg__{section}__{f.name}"
+            if tp is bool:
+                group.add_argument(f"--{name}", dest=dest, action=argparse.BooleanOptionalAction,
+                                   default=None, help=help_text)
+            elif typing.get_origin(tp) is dict:
+                continue  # tables are set in the TOML file or with --set
+            elif typing.get_origin(tp) is Literal:
+                group.add_argument(f"--{name}", dest=dest, choices=typing.get_args(tp), default=None,
+                                   help=help_text)
+            else:
+                group.add_argument(f"--{name}", dest=dest, type=tp if tp in (int, float) else str,
+                                   default=None, metavar=f.name.upper(), help=help_text)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config file given by ``--config`` with ``--set`` and per-field options applied."""
+    cfg = load_config(getattr(args, "config", None))
+    for assignment in getattr(args, "set", []) or []:
+        apply_override(cfg, assignment)
+    for dest, value in vars(args).items():
+        if dest.startswith("cfg__") and value is not None:
+            _, section, key = dest.split("__", 2)
+            apply_override_value(cfg, section, key, value)
+    return cfg
+
+
+def apply_override_value(cfg: Config, section: str, key: str, value: Any) -> None:
+    """Set one already-parsed value, with the same type checks as the TOML loader."""
+    obj = getattr(cfg, section)
+    setattr(obj, key, _check_value(f"{section}.{key}", _hints(type(obj))[key], value))
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as plain nested dicts (for records and reports)."""
+    return dataclasses.asdict(cfg)
