@@ -107,3 +107,18 @@ def test_adjust_p_rises_when_d_overfits(aug):
     assert p == pytest.approx(100 * 128 / 500_000)
     assert aug.adjust_p(0.0, rt=0.1, n_images=128) == 0.0
     assert aug.adjust_p(1.0, rt=0.9, n_images=10**9) == 1.0
+
+
+def test_compiles_and_passes_gradients(aug):
+    import keras
+    from busgan.stylegan2 import autodiff
+    x = keras.ops.convert_to_tensor(_images())
+    seed = autodiff.seed_tensor(9)
+    p = keras.ops.convert_to_tensor(0.8)
+
+    def f(x, p, seed):
+        return autodiff.input_grad(lambda v: keras.ops.sum(aug.augment(v, p, seed) ** 2), x)
+
+    y, g = autodiff.compile(f)(x, p, seed)
+    g = keras.ops.convert_to_numpy(g)
+    assert np.isfinite(g).all() and np.abs(g).sum() > 0

@@ -21,8 +21,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import keras
 from keras import ops
+
+from busgan.stylegan2 import autodiff
 
 Tensor = Any
 PIPELINE = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "brightness", "contrast")
@@ -52,36 +53,52 @@ class AugmentSpec:
         return cls(**{k: float(k == name) for k in PIPELINE})
 
 
-def _seeds(seed: Any) -> Any:
-    """A SeedGenerator from an int; a SeedGenerator or backend seed tensor as given."""
-    return keras.random.SeedGenerator(seed) if isinstance(seed, int) else seed
+class _Draws:
+    """Independent draws from one seed tensor: draw k uses ``fold_in(seed, k)``."""
+
+    def __init__(self, seed: Any) -> None:
+        self.seed = autodiff.seed_tensor(seed) if isinstance(seed, int) else seed
+        self.k = 0
+
+    def _next(self) -> Any:
+        self.k += 1
+        return autodiff.fold_in(self.seed, self.k)
+
+    def uniform(self, shape: tuple[int, ...]) -> Tensor:
+        return autodiff.uniform(shape, self._next())
+
+    def normal(self, shape: tuple[int, ...]) -> Tensor:
+        return autodiff.normal(shape, self._next())
 
 
 def sample_params(n: int, size: int, p: Tensor, seed: Any, spec: AugmentSpec = AugmentSpec()
                   ) -> dict[str, Tensor]:
-    """Draw per-image parameters; a transform not chosen (probability 1 - p) is the identity."""
-    gen = _seeds(seed)
+    """Draw per-image parameters; a transform not chosen (probability 1 - p) is the identity.
+
+    ``seed``: an int, or an int32 seed tensor of shape [2] (``autodiff.seed_tensor``).
+    """
+    gen = _Draws(seed)
     p = ops.cast(p, "float32")
 
     def chosen(weight: float, prob: Tensor | None = None) -> Tensor:
-        u = keras.random.uniform((n,), seed=gen)
+        u = gen.uniform((n,))
         return ops.cast(u < (p if prob is None else prob) * weight, "float32")
 
     out: dict[str, Tensor] = {}
-    out["flip"] = chosen(spec.xflip) * ops.cast(keras.random.uniform((n,), seed=gen) < 0.5, "float32")
-    out["rot90"] = ops.cast(chosen(spec.rotate90) * ops.floor(keras.random.uniform((n,), seed=gen) * 4), "int32")
+    out["flip"] = chosen(spec.xflip) * ops.cast(gen.uniform((n,)) < 0.5, "float32")
+    out["rot90"] = ops.cast(chosen(spec.rotate90) * ops.floor(gen.uniform((n,)) * 4), "int32")
     m = chosen(spec.xint)
     tmax = spec.xint_max * size
-    shift = ops.round((keras.random.uniform((n, 2), seed=gen) * 2 - 1) * tmax)
+    shift = ops.round((gen.uniform((n, 2)) * 2 - 1) * tmax)
     out["tx"] = ops.cast(shift[:, 0] * m, "int32")
     out["ty"] = ops.cast(shift[:, 1] * m, "int32")
-    out["scale"] = ops.exp2(keras.random.normal((n,), seed=gen) * spec.scale_std * chosen(spec.scale))
+    out["scale"] = ops.exp2(gen.normal((n,)) * spec.scale_std * chosen(spec.scale))
     p_rot = 1 - ops.sqrt(ops.maximum(1 - p, 0.0))
-    out["theta_pre"] = (keras.random.uniform((n,), seed=gen) * 2 - 1) * math.pi * chosen(spec.rotate, p_rot)
-    out["aniso"] = ops.exp2(keras.random.normal((n,), seed=gen) * spec.aniso_std * chosen(spec.aniso))
-    out["theta_post"] = (keras.random.uniform((n,), seed=gen) * 2 - 1) * math.pi * chosen(spec.rotate, p_rot)
-    out["brightness"] = keras.random.normal((n,), seed=gen) * spec.brightness_std * chosen(spec.brightness)
-    out["contrast"] = ops.exp2(keras.random.normal((n,), seed=gen) * spec.contrast_std * chosen(spec.contrast))
+    out["theta_pre"] = (gen.uniform((n,)) * 2 - 1) * math.pi * chosen(spec.rotate, p_rot)
+    out["aniso"] = ops.exp2(gen.normal((n,)) * spec.aniso_std * chosen(spec.aniso))
+    out["theta_post"] = (gen.uniform((n,)) * 2 - 1) * math.pi * chosen(spec.rotate, p_rot)
+    out["brightness"] = gen.normal((n,)) * spec.brightness_std * chosen(spec.brightness)
+    out["contrast"] = ops.exp2(gen.normal((n,)) * spec.contrast_std * chosen(spec.contrast))
     return out
 
 
