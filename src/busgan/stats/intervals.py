@@ -27,7 +27,8 @@ def proportion_ci(k: int, n: int, method: Literal["wilson", "exact"] = "wilson",
     if int(n) != n or int(k) != k or n < 1 or not 0 <= k <= n:
         raise BusganError(f"proportion {k}/{n}: need whole numbers with 0 <= k <= n and n >= 1")
     low, high = proportion_confint(int(k), int(n), alpha=alpha, method=_METHODS[method])
-    return max(0.0, float(low)), min(1.0, float(high))
+    # Both methods give exactly 0 at k = 0 and 1 at k = n; Wilson's arithmetic misses by 1 ulp.
+    return (0.0 if k == 0 else max(0.0, float(low))), (1.0 if k == n else min(1.0, float(high)))
 
 
 def proportion(k: int, n: int, alpha: float = 0.05) -> dict[str, Any]:

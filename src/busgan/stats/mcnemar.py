@@ -66,7 +66,8 @@ def mcnemar_table(table: ArrayLike) -> McNemarResult:
         # statsmodels gives the exact and both chi-square tests; it has no mid-p, written below.
         ex = _sm_mcnemar(t, exact=True)
         exact_p = float(ex.pvalue)
-        mid_p = float(min(1.0, 2.0 * binom.cdf(k, nd, 0.5) - binom.pmf(k, nd, 0.5)))
+        # b = c: the two tails meet at the observed count and the mid-p is exactly 1.
+        mid_p = 1.0 if b == c else float(min(1.0, 2.0 * binom.cdf(k, nd, 0.5) - binom.pmf(k, nd, 0.5)))
         plain = _sm_mcnemar(t, exact=False, correction=False)
         corr = _sm_mcnemar(t, exact=False, correction=True)
         stat, stat_cc = float(plain.statistic), float(corr.statistic)
