@@ -102,6 +102,10 @@ class GanConfig:
     snapshot_kimg: float = opt(200.0, "kimg between snapshots (FID measured at each)")
     fid_images: int = opt(5000, "generated images per FID measurement")
     seed: int = opt(0, "random seed")
+    tick_kimg: float = opt(4.0, "kimg between progress lines (and TensorBoard scalars)")
+    keep_snapshots: int = opt(3, "newest snapshots kept on disk besides the best (0 = keep all)")
+    ada_target: float = opt(0.6, "ADA: target of E[sign(D(real))]")
+    ada_kimg: float = opt(500.0, "ADA: kimg for p to go from 0 to 1 at the fastest")
 
 
 @dataclass

@@ -186,8 +186,8 @@ def inception_features(weights: Path | None, size: int = 299) -> KerasFeatures:
 def classifier_features(path: Path) -> KerasFeatures:
     """The penultimate layer of a busgan classifier (the last Dense layer before the output).
 
-    Images go in as RGB floats in [0, 255] at the model's input size; the classifier is
-    expected to carry its own input preprocessing, as a saved busgan classifier does.
+    Prefers the layer named ``head_dense`` (busgan's Dense(head_units) head). Images go in as
+    RGB floats in [0, 1] at the model's input size, as ``busgan.classifier`` loads them.
     """
     import keras
 
@@ -202,9 +202,10 @@ def classifier_features(path: Path) -> KerasFeatures:
     dense = [layer for layer in _flat_layers(model) if isinstance(layer, keras.layers.Dense)]
     if len(dense) < 2:
         raise BusganError(f"{path}: no Dense layer before the output; give a busgan classifier")
-    feat = keras.Model(model.inputs, dense[-2].output)
+    head = next((d for d in dense if d.name == "head_dense"), dense[-2])
+    feat = keras.Model(model.inputs, head.output)
     size = int(model.inputs[0].shape[1] or 256)
-    return KerasFeatures(feat, size, lambda x: x, f"classifier:{Path(path).name}:{dense[-2].name}")
+    return KerasFeatures(feat, size, lambda x: x / 255.0, f"classifier:{Path(path).name}:{head.name}")
 
 
 def _flat_layers(model: object) -> list[object]:
