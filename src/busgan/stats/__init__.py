@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "delong_test": "delong", "delong_cov": "delong", "auc_ci": "delong", "midranks": "delong",
     "DeLongResult": "delong", "AucInterval": "delong",
-    "mcnemar": "mcnemar", "mcnemar_table": "mcnemar", "McNemarResult": "mcnemar",
+    "mcnemar": "mcnemar_tests", "mcnemar_table": "mcnemar_tests", "McNemarResult": "mcnemar_tests",
     "proportion_ci": "intervals", "proportion": "intervals",
     "bootstrap_auc_diff": "bootstrap", "BootstrapResult": "bootstrap",
     "compare_arrays": "compare", "compare_predictions": "compare", "read_predictions": "compare",
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
                                       match_predictions, read_predictions)
     from busgan.stats.delong import AucInterval, DeLongResult, auc_ci, delong_cov, delong_test, midranks
     from busgan.stats.intervals import proportion, proportion_ci
-    from busgan.stats.mcnemar import McNemarResult, mcnemar, mcnemar_table
+    from busgan.stats.mcnemar_tests import McNemarResult, mcnemar, mcnemar_table
     from busgan.stats.plot import plot_roc_overlay
     from busgan.stats.report import format_markdown, format_summary
 

@@ -27,7 +27,7 @@ from busgan.stats._checks import binary_labels, check_alpha, finite_scores
 from busgan.stats.bootstrap import bootstrap_auc_diff
 from busgan.stats.delong import delong_test
 from busgan.stats.intervals import proportion
-from busgan.stats.mcnemar import mcnemar
+from busgan.stats.mcnemar_tests import mcnemar
 
 __all__ = ["Predictions", "compare_arrays", "compare_predictions", "match_predictions",
            "read_predictions", "SCHEMA_VERSION"]
@@ -138,13 +138,18 @@ def _model_summary(name: str, y: NDArray[np.bool_], pred: NDArray[np.bool_], alp
     }
 
 
+def _check_settings(alpha: float, bootstrap: int) -> float:
+    if int(bootstrap) != bootstrap or bootstrap < 0 or bootstrap == 1:
+        raise BusganError(f"compare.bootstrap: {bootstrap!r}; give 0 (off) or a number of "
+                          "resamples such as 2000")
+    return check_alpha(alpha, "compare.alpha")
+
+
 def compare_arrays(y_true: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike, score_a: ArrayLike,
                    score_b: ArrayLike, alpha: float = 0.05, bootstrap: int = 0, seed: int = 0,
                    names: tuple[str, str] = ("real", "synthetic")) -> dict[str, Any]:
     """Every test of the stage on arrays (1 = malignant/positive); the result dict of docs/stats.md."""
-    alpha = check_alpha(alpha, "compare.alpha")
-    if int(bootstrap) != bootstrap or bootstrap < 0:
-        raise BusganError(f"compare.bootstrap: {bootstrap!r}; give 0 (off) or a number of resamples such as 2000")
+    alpha = _check_settings(alpha, bootstrap)
     y = binary_labels(y_true)
     pa = binary_labels(pred_a, "pred_a", need_both=False)
     pb = binary_labels(pred_b, "pred_b", need_both=False)
@@ -194,6 +199,7 @@ def compare_predictions(a: Path, b: Path, out_dir: Path, cfg: CompareConfig,
     from busgan.stats.plot import plot_roc_overlay  # matplotlib only when a plot is made
     from busgan.stats.report import format_markdown
 
+    _check_settings(cfg.alpha, cfg.bootstrap)
     pa, pb = match_predictions(read_predictions(a), read_predictions(b))
     if pa.y_true.all() or not pa.y_true.any():
         only = CLASSES[int(pa.y_true[0])]
