@@ -62,7 +62,7 @@ class DataConfig:
 @dataclass
 class ClassifierConfig:
     """Stages 1 and 5: the InceptionResNetV2 classifier."""
-    backbone: str = opt("InceptionResNetV2", "any keras.applications model name")
+    backbone: str = opt("InceptionResNetV2", "any keras.applications model name, or 'tiny' (a 2-conv CNN for tests/demo)")
     weights: str = opt("imagenet", "'imagenet', 'none', or a path to a local weights file")
     input_size: int = opt(256, "input side in pixels (RGB)")
     freeze_layers: int = opt(775, "first N layers frozen (except BatchNormalization) when pretrained")
@@ -75,7 +75,9 @@ class ClassifierConfig:
     lr_factor: float = opt(0.1, "learning-rate reduction factor")
     shift: float = opt(0.1, "augmentation: width/height shift fraction")
     flip: bool = opt(True, "augmentation: random horizontal flip")
-    workers: int = opt(2, "data-loading worker processes")
+    workers: int = opt(2, "data-loading workers (0 or 1 = load in the training process)")
+    multiprocessing: bool = opt(True, "data-loading workers are processes (else threads)")
+    val_fraction: float = opt(0.1, "stratified fraction of the training folder held out when no validation folder is given")
     mixed_precision: bool = opt(False, "train in mixed bfloat16")
     jit: bool = opt(True, "XLA-compile the training step")
     seed: int = opt(0, "random seed")

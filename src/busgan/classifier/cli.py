@@ -1,0 +1,93 @@
+"""Subcommands ``train-classifier``, ``test`` and ``select``: thin shells over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from busgan.config import add_config_args, config_from_args
+
+WORK_HELP = "work directory holding data/ (default: work)"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from busgan.classifier.train import train_classifier
+
+    cfg = config_from_args(args).classifier
+    work = Path(args.work)
+    train = Path(args.train) if args.train else work / "data" / "train"
+    val = None if args.no_val else (Path(args.val) if args.val else work / "data" / "val")
+    if val is not None and not args.val and not val.is_dir():
+        val = None  # no data/val: hold out part of the training folder
+    out = Path(args.out) if args.out else work / "real"
+    train_classifier(train, val, out, cfg, init=Path(args.init) if args.init else None,
+                     per_class=args.per_class)
+    return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    from busgan.classifier.evaluate import test_model
+
+    model = Path(args.model)
+    test_dir = Path(args.test) if args.test else Path(args.work) / "data" / "test"
+    out = Path(args.out) if args.out else model.parent / "test"
+    test_model(model, test_dir, out, batch_size=args.batch_size)
+    return 0
+
+
+def _select(args: argparse.Namespace) -> int:
+    from busgan.classifier.select import select_images
+
+    cfg = config_from_args(args).select
+    work = Path(args.work)
+    model = Path(args.model) if args.model else work / "real" / "model.keras"
+    generated = Path(args.generated) if args.generated else work / "sgan_out"
+    out = Path(args.out) if args.out else work / "selected"
+    select_images(model, generated, out, cfg)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the classifier stages to the ``busgan`` command."""
+    p = sub.add_parser(
+        "train-classifier", help="train the classifier on a folder-per-class tree",
+        description="Train (or fine-tune with --init) the InceptionResNetV2 classifier on "
+                    "TRAIN/{benign,malignant}/ images streamed from disk. Writes model.keras, "
+                    "history.csv, learning_curve.png and train.json in --out.")
+    p.add_argument("--work", default="work", help=WORK_HELP)
+    p.add_argument("--train", metavar="DIR", help="training images (default: WORK/data/train)")
+    p.add_argument("--val", metavar="DIR",
+                   help="validation images (default: WORK/data/val if present, else a held-out "
+                        "classifier.val_fraction of the training images)")
+    p.add_argument("--no-val", action="store_true",
+                   help="hold out classifier.val_fraction of the training images instead of a folder")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: WORK/real)")
+    p.add_argument("--init", metavar="MODEL", help="fine-tune this model.keras (fresh optimizer)")
+    p.add_argument("--per-class", metavar="N", type=int,
+                   help="train on N images per class drawn at random (seeded by classifier.seed)")
+    add_config_args(p, "classifier")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser(
+        "test", help="test a classifier and print the paper's report",
+        description="Predict TEST/{benign,malignant}/ with MODEL and print the paper's report; "
+                    "writes predictions.csv, metrics.json, report.txt, roc.png, confusion.png.")
+    p.add_argument("model", metavar="MODEL", help="model.keras written by busgan train-classifier")
+    p.add_argument("--work", default="work", help=WORK_HELP)
+    p.add_argument("--test", metavar="DIR", help="test images (default: WORK/data/test)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: MODEL's folder/test)")
+    p.add_argument("--batch-size", type=int, default=32, help="prediction batch (default: 32)")
+    p.set_defaults(func=_test)
+
+    p = sub.add_parser(
+        "select", help="keep generated images the real-trained model assigns to their class",
+        description="Score GENERATED/{benign,malignant}/ with MODEL and keep each image whose "
+                    "predicted class is its generator's class (the paper's rule). Writes kept "
+                    "images to OUT/<class>/ and every score to OUT/scores.csv; a rerun only "
+                    "scores new images.")
+    p.add_argument("model", metavar="MODEL", nargs="?", help="default: WORK/real/model.keras")
+    p.add_argument("--work", default="work", help=WORK_HELP)
+    p.add_argument("--generated", metavar="DIR", help="generated images (default: WORK/sgan_out)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: WORK/selected)")
+    add_config_args(p, "select")
+    p.set_defaults(func=_select)

@@ -1,0 +1,153 @@
+"""Stage 4: keep the generated images that the real-trained classifier puts in their own class.
+
+The paper's rule keeps an image when the argmax prediction is the class its generator was
+trained on. Images are scored in chunks (bounded memory for any number of images) and the
+scores are saved after each chunk, so a rerun scores only what is new. Scores are thrown
+away when the model file changes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from busgan import CLASSES
+from busgan.classifier.dataset import list_images, scan_classes
+from busgan.classifier.evaluate import predict_files
+from busgan.classifier.model import load_classifier
+from busgan.config import SelectConfig
+from busgan.errors import BusganError
+from busgan.fileio import atomic_path, atomic_write_text, read_json, write_json
+from busgan.progress import progress
+
+CHUNK = 2048
+"""Images scored between two saves of scores.csv."""
+SCORE_COLUMNS = ["file", "class", "pred_label", *(f"prob_{c}" for c in CLASSES), "kept"]
+
+
+def file_sha256(path: Path) -> str:
+    """Content hash of the model, so that scores of another model are never reused."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_scores(path: Path) -> dict[str, np.ndarray]:
+    """Saved probabilities by relative file name (empty when there is no file)."""
+    if not path.is_file():
+        return {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return {row["file"]: np.array([float(row[f"prob_{c}"]) for c in CLASSES])
+                    for row in csv.DictReader(f)}
+    except (KeyError, ValueError, TypeError):
+        raise BusganError(f"{path}: not a busgan scores file; delete it to score again") from None
+
+
+def write_scores(path: Path, rel: list[str], labels: np.ndarray, scores: dict[str, np.ndarray],
+                 kept: set[str] | None = None) -> None:
+    """scores.csv: one row per scored image (kept = 1/0 once the rule has been applied)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(SCORE_COLUMNS)
+    for r, label in zip(rel, labels):
+        p = scores.get(r)
+        if p is None:
+            continue
+        flag = "" if kept is None else int(r in kept)
+        writer.writerow([r, CLASSES[label], CLASSES[int(np.argmax(p))], *(repr(float(v)) for v in p), flag])
+    atomic_write_text(path, buf.getvalue())
+
+
+def choose(rel: list[str], labels: np.ndarray, scores: dict[str, np.ndarray], cfg: SelectConfig
+           ) -> dict[int, list[int]]:
+    """Indices kept per class: own class predicted, probability >= minimum, at most N."""
+    rng = np.random.default_rng(cfg.seed)
+    kept: dict[int, list[int]] = {}
+    for c in range(len(CLASSES)):
+        idx = [i for i in np.flatnonzero(labels == c)
+               if int(np.argmax(scores[rel[i]])) == c and scores[rel[i]][c] >= cfg.min_probability]
+        if cfg.max_per_class > 0 and len(idx) > cfg.max_per_class:
+            if cfg.keep == "top":
+                idx = sorted(idx, key=lambda i: (-scores[rel[i]][c], rel[i]))[:cfg.max_per_class]
+            else:
+                idx = sorted(rng.choice(idx, cfg.max_per_class, replace=False).tolist())
+        kept[c] = sorted(int(i) for i in idx)
+    return kept
+
+
+def place(src: Path, dst: Path, link: bool) -> None:
+    """Copy (or hard-link) ``src`` to ``dst`` unless an identical-size file is there already."""
+    if dst.is_file() and dst.stat().st_size == src.stat().st_size:
+        return
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        if link:
+            try:
+                os.link(src, tmp)
+                return
+            except OSError:
+                pass
+        shutil.copyfile(src, tmp)
+
+
+def select_images(model_path: Path, generated_dir: Path, out_dir: Path, cfg: SelectConfig) -> dict:
+    """Score ``generated_dir/{benign,malignant}`` and keep images by the configured rule.
+
+    Writes ``out_dir/<class>/`` (kept images), ``out_dir/scores.csv`` (every image) and
+    ``out_dir/select.json``; returns generated / accepted / kept counts and rates per class.
+    """
+    model_path, generated_dir, out_dir = Path(model_path), Path(generated_dir), Path(out_dir)
+    model = load_classifier(model_path)
+    files, labels = scan_classes(generated_dir, require_all=False)
+    rel = [f.relative_to(generated_dir).as_posix() for f in files]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record_path, scores_path = out_dir / "select.json", out_dir / "scores.csv"
+    model_hash = file_sha256(model_path)
+    previous = read_json(record_path) if record_path.is_file() else {}
+    scores = read_scores(scores_path) if previous.get("model_sha256") == model_hash else {}
+    write_json(record_path, {**previous, "model_sha256": model_hash})
+    todo = [i for i, r in enumerate(rel) if r not in scores]
+    if todo:
+        bar = progress(total=len(todo), desc="scoring", unit="img")
+        for start in range(0, len(todo), CHUNK):
+            chunk = todo[start:start + CHUNK]
+            probs = predict_files(model, [files[i] for i in chunk], cfg.batch_size)
+            scores.update({rel[i]: p for i, p in zip(chunk, probs)})
+            write_scores(scores_path, rel, labels, scores)
+            bar.update(len(chunk))
+        bar.close()
+    kept = choose(rel, labels, scores, cfg)
+    summary: dict[str, Any] = {}
+    for c, name in enumerate(CLASSES):
+        n = int((labels == c).sum())
+        accepted = sum(1 for i in np.flatnonzero(labels == c) if int(np.argmax(scores[rel[i]])) == c
+                       and scores[rel[i]][c] >= cfg.min_probability)
+        if n == 0:
+            continue
+        dest = out_dir / name
+        dest.mkdir(parents=True, exist_ok=True)
+        wanted = {files[i].name for i in kept[c]}
+        for stale in list_images(dest):
+            if stale.name not in wanted:
+                stale.unlink()
+        for i in progress(kept[c], desc=f"writing {name}", unit="img"):
+            place(files[i], dest / files[i].name, cfg.link)
+        summary[name] = {"generated": n, "accepted": accepted, "kept": len(kept[c]),
+                         "acceptance_rate": accepted / n}
+        print(f"{name}: {n} generated, {accepted} accepted ({100 * accepted / n:.1f}%), "
+              f"{len(kept[c])} kept in {dest}")
+    write_scores(scores_path, rel, labels, scores, {rel[i] for idx in kept.values() for i in idx})
+    write_json(record_path, {"stage": "select", "model": str(model_path), "model_sha256": model_hash,
+                             "generated_dir": str(generated_dir), "config": vars(cfg).copy(),
+                             "classes": summary})
+    return summary
