@@ -4,7 +4,7 @@ Positives X (m), negatives Y (n); psi(x, y) = 1 if y < x, 1/2 if equal, else 0. 
 tz (all scores), tx (positives only) and ty (negatives only), the placements are
 V10_i = (tz_i - tx_i) / n and V01_j = 1 - (tz_{m+j} - ty_j) / m, the AUC is their mean, and
 S = S10 / m + S01 / n with S10, S01 the placements' sample covariances (DeLong 1988; Sun & Xu,
-IEEE SPL 21(11), 2014). One sort per model replaces the O(mn) comparison of all pairs.
+IEEE SPL 21(11), 2014). Sorting each model's scores replaces the O(mn) comparison of all pairs.
 
 Edge cases (documented in docs/stats.md): a class with one case contributes a zero variance
 term (it cannot be estimated; a note says so); a zero standard error gives z = 0, p = 1 when
@@ -52,24 +52,22 @@ def midranks(x: ArrayLike) -> NDArray[np.float64]:
 def _placements(x: NDArray[np.float64], y: NDArray[np.float64]) -> tuple[float, NDArray, NDArray]:
     """AUC and the placements V10 (per positive) and V01 (per negative) of one model.
 
-    The within-class midranks come from the combined sort (positives keep their sorted order
-    inside it), so each model costs one sort of m + n scores.
+    Each class is sorted on its own (giving tx and ty directly); the combined order then only
+    merges two sorted runs, which the stable sort (timsort) does in O(m + n).
     """
     m, n = x.size, y.size
-    z = np.concatenate([x, y])
-    order = np.argsort(z)
-    zs = z[order]
-    tz = _midranks_sorted(zs)
-    is_x = order < m
-    tx = _midranks_sorted(zs[is_x])
-    ty = _midranks_sorted(zs[~is_x])
-    tz_x = tz[is_x]
+    ox, oy = np.argsort(x), np.argsort(y)
+    xs, ys = x[ox], y[oy]
+    z = np.concatenate([xs, ys])
+    order = np.argsort(z, kind="stable")
+    tz = np.empty(m + n)
+    tz[order] = _midranks_sorted(z[order])
     v10 = np.empty(m)
-    v10[order[is_x]] = (tz_x - tx) / n
+    v10[ox] = (tz[:m] - _midranks_sorted(xs)) / n
     v01 = np.empty(n)
-    v01[order[~is_x] - m] = 1.0 - (tz[~is_x] - ty) / m
-    # Rank-sum form: exact in float64 (half-integers) up to ~10^7 cases, so never above 1.
-    auc = (float(tz_x.sum()) - m * (m + 1) / 2.0) / (m * n)
+    v01[oy] = 1.0 - (tz[m:] - _midranks_sorted(ys)) / m
+    # Rank-sum form: exact in float64 (sums of half-integers) up to ~10^7 cases, so never above 1.
+    auc = (float(tz[:m].sum()) - m * (m + 1) / 2.0) / (m * n)
     return min(1.0, max(0.0, auc)), v10, v01
 
 
