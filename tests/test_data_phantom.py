@@ -122,7 +122,7 @@ def test_resumes_a_partial_run(tmp_path: Path) -> None:
     out = tmp_path / "p"
     partial = tmp_path / ".p.partial"
     (partial / "benign").mkdir(parents=True)
-    ph.write_json(partial / ph.RECORD, ph._record(cfg))
+    ph.write_json(partial / ph.RECORD, ph.phantom_record(cfg))
     Image.new("L", (32, 32), 7).save(partial / "benign/benign_00000.png")  # "already made"
     ph.generate_phantom(out, cfg)
     with Image.open(out / "benign/benign_00000.png") as im:

@@ -94,10 +94,12 @@ def test_result_dict_structure_and_values(pair):
     assert len(r["inputs"]["a"]["sha256"]) == 64
 
 
-def test_without_bootstrap_and_reproducible(pair):
+def test_default_bootstrap_is_seeded_and_can_be_off(pair):
     r1 = compare_predictions(pair["a"], pair["b"], pair["tmp"] / "o1", CompareConfig())
     r2 = compare_predictions(pair["a"], pair["b"], pair["tmp"] / "o2", CompareConfig())
-    assert r1["bootstrap"] is None and r1 == r2
+    assert r1["bootstrap"]["n_resamples"] == 2000 and r1 == r2
+    r3 = compare_predictions(pair["a"], pair["b"], pair["tmp"] / "o3", CompareConfig(bootstrap=0))
+    assert r3["bootstrap"] is None and r3["delong"] == r1["delong"]
 
 
 def test_compare_arrays_edge_cases_stay_finite():

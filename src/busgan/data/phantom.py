@@ -17,10 +17,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import multiprocessing
 import os
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,7 @@ from busgan import CLASSES
 from busgan.config import PhantomConfig, config_hash
 from busgan.errors import BusganError
 from busgan.fileio import atomic_path, atomic_write_text, read_json, write_json
-from busgan.progress import progress
+from busgan.data.parallel import imap, worker_count
 
 # --- lesion parameters ----------------------------------------------------------------------
 
@@ -285,34 +283,7 @@ def _write_one(task: tuple[Path, int, int, int, int]) -> tuple[int, int]:
     return label, index
 
 
-def _workers(requested: int) -> int:
-    if requested > 0:
-        return requested
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        return os.cpu_count() or 1
-
-
-def _run(tasks: list[Any], fn: Any, workers: int, desc: str) -> Iterable[Any]:
-    """Map ``fn`` over ``tasks`` in a process pool (or in-process for one worker), with a bar."""
-    bar = progress(total=len(tasks), desc=desc, unit="img")
-    try:
-        if workers <= 1 or len(tasks) < 8:
-            for t in tasks:
-                yield fn(t)
-                bar.update()
-        else:
-            ctx = multiprocessing.get_context("spawn" if os.name == "nt" else "fork")
-            with ctx.Pool(workers) as pool:
-                for res in pool.imap_unordered(fn, tasks, chunksize=8):
-                    yield res
-                    bar.update()
-    finally:
-        bar.close()
-
-
-def _record(cfg: PhantomConfig) -> dict[str, Any]:
+def phantom_record(cfg: PhantomConfig) -> dict[str, Any]:
     keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "workers"}
     return {"config": keep, "hash": config_hash(keep), "generator": "busgan.data.phantom v1"}
 
@@ -323,7 +294,7 @@ def is_complete(out_dir: Path, cfg: PhantomConfig) -> bool:
     if not rec.is_file():
         return False
     try:
-        same = read_json(rec).get("hash") == _record(cfg)["hash"]
+        same = read_json(rec).get("hash") == phantom_record(cfg)["hash"]
     except (OSError, ValueError):
         return False
     return same and (out_dir / "lesions.csv").is_file() and all(
@@ -350,7 +321,7 @@ def generate_phantom(out_dir: Path, cfg: PhantomConfig) -> Path:
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / RECORD).is_file():
         raise BusganError(f"{out_dir}: is not empty and holds no phantom; choose an empty or new --out")
 
-    record = _record(cfg)
+    record = phantom_record(cfg)
     partial = out_dir.parent / f".{out_dir.name}.partial"
     if partial.is_dir():
         try:
@@ -365,7 +336,7 @@ def generate_phantom(out_dir: Path, cfg: PhantomConfig) -> Path:
 
     tasks = [(partial, cfg.seed, lab, i, cfg.size) for lab in (0, 1) for i in range(cfg.n_per_class)
              if not (partial / image_name(lab, i)).is_file()]
-    for _ in _run(tasks, _write_one, _workers(cfg.workers), "phantom"):
+    for _ in imap(_write_one, tasks, worker_count(cfg.workers), "phantom"):
         pass
 
     rows = [",".join(("file", "class", "label", "index", *PARAMETER_NAMES))]

@@ -1,0 +1,175 @@
+"""Find the labelled images of a source folder: folder per class, BUSI, or the seed's Train/Test tree.
+
+Class folders are recognised by name, case-insensitively and ignoring spaces, '_' and '-':
+``benign``/``BreastBenign``/``0`` and ``malignant``/``malignancy``/``BreastMalignancy``/``1``;
+``data.class_map`` maps any other name to 'benign', 'malignant' or 'ignore'. Images inside a
+subfolder of a class folder carry that subfolder's name as their patient id.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from busgan import CLASSES
+from busgan.data.images import is_image_name, is_mask_name
+from busgan.errors import BusganError
+
+KNOWN_NAMES: dict[str, str] = {
+    "benign": "benign", "breastbenign": "benign", "0": "benign",
+    "malignant": "malignant", "malignancy": "malignant", "breastmalignancy": "malignant",
+    "breastmalignant": "malignant", "1": "malignant",
+}
+IGNORE = "ignore"
+SPLIT_NAMES = {"train": "train", "training": "train", "test": "test", "testing": "test"}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One source image."""
+    path: Path
+    rel: str            # path relative to the source root, '/'-separated
+    cls: str            # 'benign' or 'malignant'
+    patient: str = ""   # patient id when known
+    split: str = ""     # a split fixed by the source layout ('train' / 'test'), else ''
+
+
+@dataclass
+class Found:
+    """What a source folder holds."""
+    root: Path
+    layout: str
+    items: list[Item] = field(default_factory=list)
+    masks: int = 0                                       # BUSI mask files skipped
+    skipped: list[str] = field(default_factory=list)     # non-image files (relative paths)
+    excluded: dict[str, int] = field(default_factory=dict)  # folder -> images not imported
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[\s_\-]+", "", name.strip().lower())
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+
+
+def class_of(name: str, class_map: Mapping[str, str], layout: str) -> str | None:
+    """'benign', 'malignant', 'ignore', or None when the folder name is not recognised."""
+    mapped = {_key(k): v.strip().lower() for k, v in class_map.items()}
+    key = _key(name)
+    if key in mapped:
+        return mapped[key]
+    if key in KNOWN_NAMES:
+        return KNOWN_NAMES[key]
+    if layout == "busi" and key == "normal":
+        return IGNORE
+    return None
+
+
+def _check_map(class_map: Mapping[str, str]) -> None:
+    for k, v in class_map.items():
+        if v.strip().lower() not in (*CLASSES, IGNORE):
+            raise BusganError(f"data.class_map.{k}: {v!r} is not 'benign', 'malignant' or 'ignore'; fix the mapping")
+
+
+def detect_layout(root: Path) -> str:
+    """'seed' (Train/Test folders), 'busi' (mask files or a 'normal' folder) or 'folders'."""
+    dirs = _visible_dirs(root)
+    names = {_key(d.name) for d in dirs}
+    if {SPLIT_NAMES.get(n) for n in names} >= {"train", "test"}:
+        return "seed"
+    if "normal" in names:
+        return "busi"
+    for d in dirs:
+        if any(is_mask_name(p) for p in d.iterdir() if p.is_file()):
+            return "busi"
+    return "folders"
+
+
+def resolve_root(source: str | Path) -> Path:
+    """The source folder, descending through a lone wrapper folder (e.g. ``Dataset_BUSI_with_GT``)."""
+    root = Path(source).expanduser()
+    if not root.exists():
+        raise BusganError(f"{root}: source folder not found; give --source a folder of class folders, "
+                          "a BUSI folder or the seed's Train/Test tree (or 'phantom')")
+    if not root.is_dir():
+        raise BusganError(f"{root}: is a file, not a folder; give --source the folder that holds the class folders")
+    dirs = _visible_dirs(root)
+    has_images = any(is_image_name(p) for p in root.iterdir() if p.is_file())
+    if len(dirs) == 1 and not has_images and class_of(dirs[0].name, {}, "busi") is None \
+            and _key(dirs[0].name) not in SPLIT_NAMES:
+        return dirs[0]
+    return root
+
+
+def _scan_class(folder: Path, root: Path, cls: str, split: str, found: Found, busi: bool) -> int:
+    """Add the images under one class folder; return how many."""
+    n = 0
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(folder).parts):
+            continue
+        rel = p.relative_to(root).as_posix()
+        if not is_image_name(p):
+            found.skipped.append(rel)
+            continue
+        if is_mask_name(p):
+            found.masks += 1
+            continue
+        inner = p.relative_to(folder).parts
+        patient = "/".join(inner[:-1]) if len(inner) > 1 and not busi else ""
+        found.items.append(Item(p, rel, cls, patient, split))
+        n += 1
+    return n
+
+
+def _scan_classes(base: Path, root: Path, class_map: Mapping[str, str], layout: str,
+                  split: str, found: Found) -> None:
+    dirs = _visible_dirs(base)
+    if not dirs:
+        loose = any(is_image_name(p) for p in base.iterdir() if p.is_file())
+        what = "images but no class folders" if loose else "no class folders"
+        raise BusganError(f"{base}: {what}; put the images in benign/ and malignant/ subfolders")
+    seen: dict[str, list[Path]] = {c: [] for c in CLASSES}
+    for d in dirs:
+        cls = class_of(d.name, class_map, layout)
+        if cls is None:
+            raise BusganError(
+                f"{d}: unknown class folder '{d.name}'; rename it (benign, malignant, BreastBenign, "
+                f"BreastMalignancy, 0, 1) or map it: --set 'data.class_map={{\"{d.name}\"=\"benign\"}}' "
+                "(or =\"ignore\")")
+        if cls == IGNORE:
+            found.excluded[d.relative_to(root).as_posix()] = sum(
+                1 for p in d.rglob("*") if p.is_file() and is_image_name(p) and not is_mask_name(p))
+            continue
+        if _scan_class(d, root, cls, split, found, layout == "busi") == 0:
+            raise BusganError(f"{d}: class folder has no images; add images or remove the folder")
+        seen[cls].append(d)
+    for cls, folders in seen.items():
+        if not folders:
+            raise BusganError(f"{base}: no {cls} folder; add one (e.g. {base / cls}) "
+                              "or map an existing folder with data.class_map")
+
+
+def find_images(source: str | Path, layout: str = "auto", class_map: Mapping[str, str] | None = None) -> Found:
+    """Every labelled image of ``source``, in a deterministic order, with what was skipped."""
+    class_map = dict(class_map or {})
+    _check_map(class_map)
+    root = resolve_root(source)
+    if layout == "auto":
+        layout = detect_layout(root)
+    found = Found(root, layout)
+    if layout == "seed":
+        splits = {SPLIT_NAMES.get(_key(d.name)): d for d in _visible_dirs(root)}
+        for want in ("train", "test"):
+            if want not in splits:
+                raise BusganError(f"{root}: no {want.capitalize()} folder for the seed layout; "
+                                  "add it or use --layout folders")
+        for split in ("train", "test"):
+            _scan_classes(splits[split], root, class_map, layout, split, found)
+    elif layout in ("folders", "busi"):
+        _scan_classes(root, root, class_map, layout, "", found)
+    else:
+        raise BusganError(f"data.layout: unknown layout {layout!r}; use auto, folders, busi or seed")
+    return found

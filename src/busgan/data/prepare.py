@@ -1,0 +1,226 @@
+"""Stage 0: turn a source folder (or the phantom) into ``WORK/data`` with a manifest.
+
+Output: ``data/{train,val,test}/{benign,malignant}/*.png``, ``data/manifest.csv`` (one row per
+image) and ``data/prepare.json`` (counts, duplicates, what was skipped). Everything is built in a
+temporary folder beside ``data/`` and renamed into place at the end, so a failure or Ctrl-C
+never damages data prepared before.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import os
+import re
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from busgan import CLASSES
+from busgan.config import DataConfig, PhantomConfig, config_hash
+from busgan.data.duplicates import UnionFind, find_pairs, perceptual_hash, pixel_hash
+from busgan.data.images import fit, load_image, to_color
+from busgan.data.importers import Found, Item, find_images
+from busgan.data.parallel import imap, worker_count
+from busgan.data.phantom import generate_phantom, phantom_record
+from busgan.data.split import assign_splits
+from busgan.errors import BusganError
+from busgan.fileio import read_json, write_json
+
+SPLITS = ("train", "val", "test")
+MANIFEST_COLUMNS = ("file", "class", "split", "source", "sha256", "orig_width", "orig_height",
+                    "patient_id", "dup_group")
+SKIP_HINT = "delete or re-export it, or pass --bad-images skip"
+
+
+def _check(cfg: DataConfig) -> None:
+    if cfg.size < 16:
+        raise BusganError(f"data.size: {cfg.size} is too small; use --size 16 or more (256 for the paper)")
+    if cfg.test_per_class < 0:
+        raise BusganError(f"data.test_per_class: {cfg.test_per_class} is negative; use 0 or more")
+    if not 0 <= cfg.val_fraction < 1:
+        raise BusganError(f"data.val_fraction: {cfg.val_fraction} is outside [0, 1); use e.g. 0.1")
+    if cfg.near_duplicate_bits < 0:
+        raise BusganError(f"data.near_duplicate_bits: {cfg.near_duplicate_bits}; use 0 (exact only) or more")
+
+
+def _process(task: tuple[int, Path, Path, DataConfig]) -> dict[str, Any]:
+    """Read, hash and resize one image into the staging folder (runs in a worker)."""
+    k, path, staging, cfg = task
+    try:
+        data = path.read_bytes()
+        loaded = load_image(path, SKIP_HINT)
+    except OSError as e:
+        if cfg.bad_images == "skip":
+            return {"k": k, "error": f"{path}: {e.strerror or e}"}
+        raise BusganError(f"{path}: cannot be read ({e.strerror or e}); check its permissions") from None
+    except BusganError as e:
+        if cfg.bad_images == "skip":
+            return {"k": k, "error": str(e)}
+        raise
+    img = loaded.image
+    out = fit(to_color(img, cfg.color), cfg.size, cfg.resize)
+    buf = io.BytesIO()
+    out.save(buf, format="PNG", compress_level=1)
+    (staging / f"{k}.png").write_bytes(buf.getvalue())
+    return {"k": k, "sha256": hashlib.sha256(data).hexdigest(), "pixels": pixel_hash(img),
+            "phash": perceptual_hash(img), "width": loaded.width, "height": loaded.height,
+            "mode": loaded.mode}
+
+
+def _fingerprint(cfg: DataConfig, found: Found, phantom: PhantomConfig | None) -> str:
+    """Identity of the prepared data: config, phantom config, and every source file's size and time."""
+    listing = [(it.rel, it.cls, *(lambda s: (s.st_size, s.st_mtime_ns))(it.path.stat())) for it in found.items]
+    keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("workers", "source")}
+    return config_hash({"data": keep, "phantom": phantom_record(phantom)["hash"] if phantom else None,
+                        "root": str(found.root.resolve()), "layout": found.layout, "files": listing})
+
+
+def _out_name(item: Item, used: set[str]) -> str:
+    """A readable, unique PNG name from the source path inside its class folder."""
+    parts = item.rel.split("/")
+    inner = parts[2:] if item.split else parts[1:]
+    stem = re.sub(r"[^A-Za-z0-9]+", "_", "_".join([*inner[:-1], Path(inner[-1]).stem])).strip("_") or "image"
+    name, n = f"{stem}.png", 1
+    while name.lower() in used:
+        n += 1
+        name = f"{stem}_{n}.png"
+    used.add(name.lower())
+    return name
+
+
+def _existing(data: Path) -> dict[str, Any] | None:
+    try:
+        rec = read_json(data / "prepare.json")
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and (data / "manifest.csv").is_file() else None
+
+
+def prepare(cfg: DataConfig, work: Path, force: bool = False,
+            phantom: PhantomConfig | None = None) -> dict[str, Any]:
+    """Build ``work/data`` from ``cfg.source`` and return the summary written to ``prepare.json``.
+
+    With source 'phantom' the phantom (``phantom`` config, defaults if None) is generated
+    under ``work/phantom`` first. Existing prepared data is kept when it is the same (same
+    config and source files) and refused otherwise, unless ``force``.
+    """
+    _check(cfg)
+    work = Path(work)
+    if work.exists() and not work.is_dir():
+        raise BusganError(f"{work}: exists and is not a folder; choose another --work")
+    is_phantom = cfg.source.strip().lower() == "phantom"
+    if is_phantom:
+        phantom = phantom or PhantomConfig()
+        generate_phantom(work / "phantom", phantom)
+        found = find_images(work / "phantom", "folders", {})
+    else:
+        phantom = None
+        found = find_images(cfg.source, cfg.layout, cfg.class_map)
+
+    data = work / "data"
+    fingerprint = _fingerprint(cfg, found, phantom)
+    if data.exists() and (not data.is_dir() or any(data.iterdir())):
+        old = _existing(data) if data.is_dir() else None
+        if old and old.get("fingerprint") == fingerprint and not force:
+            return old
+        if not force:
+            what = "prepared data from another source or config" if old else "files that are not prepared data"
+            raise BusganError(f"{data}: already holds {what}; pass --force to replace it, or choose another --work")
+
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".data.tmp-", dir=work))
+    try:
+        summary = _build(cfg, found, tmp, fingerprint, "phantom" if is_phantom else str(found.root))
+        if data.exists():
+            trash = Path(tempfile.mkdtemp(prefix=".data.old-", dir=work))
+            os.replace(data, trash / "data")
+            os.replace(tmp, data)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, data)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
+def _build(cfg: DataConfig, found: Found, tmp: Path, fingerprint: str, source: str) -> dict[str, Any]:
+    staging = tmp / ".staging"
+    staging.mkdir()
+    tasks = [(k, it.path, staging, cfg) for k, it in enumerate(found.items)]
+    results = {r["k"]: r for r in imap(_process, tasks, worker_count(cfg.workers), "prepare")}
+    bad = [results[k]["error"] for k in sorted(results) if "error" in results[k]]
+    keep = [k for k in range(len(found.items)) if "error" not in results[k]]
+    items = [found.items[k] for k in keep]
+    recs = [results[k] for k in keep]
+    if not items:
+        raise BusganError(f"{found.root}: no readable images; check the folder and --layout")
+
+    # duplicates, then units = duplicates joined with patients
+    pairs = find_pairs([r["pixels"] for r in recs], [r["phash"] for r in recs], cfg.near_duplicate_bits)
+    dups = UnionFind(len(items))
+    for p in pairs:
+        dups.union(p.i, p.j)
+    dup_groups = dups.groups()
+    dup_of = {i: f"d{g + 1:04d}" for g, members in enumerate(dup_groups) for i in members}
+    units = UnionFind(len(items))
+    for p in pairs:
+        units.union(p.i, p.j)
+    first_of_patient: dict[str, int] = {}
+    for i, it in enumerate(items):
+        if it.patient:
+            units.union(i, first_of_patient.setdefault(it.patient, i))
+    classes = [it.cls for it in items]
+    split, notes = assign_splits([units.find(i) for i in range(len(items))], classes,
+                                 [it.split for it in items], cfg.test_per_class, cfg.val_fraction,
+                                 cfg.seed, str(found.root))
+
+    used: set[str] = set()
+    rows = []
+    for i, (it, rec) in enumerate(zip(items, recs)):
+        name = _out_name(it, used)
+        target = tmp / split[i] / it.cls / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / f"{rec['k']}.png", target)
+        rows.append({"file": f"{split[i]}/{it.cls}/{name}", "class": it.cls, "split": split[i],
+                     "source": it.rel, "sha256": rec["sha256"], "orig_width": rec["width"],
+                     "orig_height": rec["height"], "patient_id": it.patient, "dup_group": dup_of.get(i, "")})
+    shutil.rmtree(staging)
+    order = {s: n for n, s in enumerate(SPLITS)}
+    rows.sort(key=lambda r: (order[r["split"]], r["class"], r["file"]))
+    with open(tmp / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+    counts = {s: {c: sum(1 for r in rows if r["split"] == s and r["class"] == c) for c in CLASSES}
+              for s in SPLITS}
+    groups = []
+    for g, members in enumerate(dup_groups):
+        kinds = {p.kind for p in pairs if p.i in members}
+        groups.append({"group": f"d{g + 1:04d}", "kind": "exact" if kinds == {"exact"} else "near",
+                       "classes": sorted({classes[i] for i in members}), "split": split[members[0]],
+                       "files": [items[i].rel for i in members]})
+    modes = Counter(r["mode"] for r in recs)
+    summary: dict[str, Any] = {
+        "source": source, "root": str(found.root), "layout": found.layout, "fingerprint": fingerprint,
+        "config": dataclasses.asdict(cfg), "images": len(rows), "counts": counts,
+        "duplicates": {
+            "exact_pairs": sum(p.kind == "exact" for p in pairs),
+            "near_pairs": sum(p.kind == "near" for p in pairs),
+            "groups": len(groups), "images_in_groups": sum(len(g["files"]) for g in groups),
+            "cross_class_groups": sum(len(g["classes"]) > 1 for g in groups),
+            "moved_to_test": notes["moved_to_test"], "list": groups},
+        "patients": len({it.patient for it in items if it.patient}),
+        "skipped": {"bad_images": bad, "non_images": found.skipped, "masks": found.masks,
+                    "excluded_folders": found.excluded},
+        "original": {"modes": dict(sorted(modes.items())),
+                     "sizes": len({(r["orig_width"], r["orig_height"]) for r in rows})},
+    }
+    write_json(tmp / "prepare.json", summary)
+    return summary
