@@ -48,7 +48,8 @@ class DataConfig:
     source: str = opt("phantom", "image folder to import, or 'phantom' to simulate one")
     layout: Literal["auto", "folders", "busi", "seed"] = opt(
         "auto", "source layout: folder per class, BUSI, the seed's Train/Test tree, or auto-detect")
-    class_map: dict[str, str] = opt({}, "extra folder-name -> class mapping, e.g. {lesion_b = 'benign'}")
+    class_map: dict[str, str] = opt(
+        {}, "extra folder-name -> class mapping ('benign', 'malignant' or 'ignore'), e.g. {lesion_b = 'benign'}")
     size: int = opt(256, "output image side in pixels")
     color: Literal["gray", "rgb"] = opt("gray", "colour of the written PNGs")
     resize: Literal["pad", "crop", "stretch"] = opt(
@@ -57,6 +58,9 @@ class DataConfig:
     val_fraction: float = opt(0.1, "fraction of the remaining images held out for validation")
     seed: int = opt(0, "split seed")
     near_duplicate_bits: int = opt(4, "perceptual-hash Hamming distance at or under which two images are near-duplicates")
+    bad_images: Literal["error", "skip"] = opt(
+        "error", "unreadable (corrupt, truncated) image files: stop with an error, or skip and report them")
+    workers: int = opt(0, "worker processes for reading and resizing (0 = one per CPU core)")
 
 
 @dataclass
