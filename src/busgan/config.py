@@ -145,9 +145,9 @@ class SyntheticConfig:
 @dataclass
 class CompareConfig:
     """Stage 7: McNemar and DeLong tests of the two classifiers."""
-    alpha: float = opt(0.05, "significance level")
-    bootstrap: int = opt(0, "stratified bootstrap resamples for the AUC difference (0 = off; 2000 suggested)")
-    seed: int = opt(0, "bootstrap seed")
+    alpha: float = opt(0.05, "significance level; intervals are 1 - alpha (0.05: 95%)")
+    bootstrap: int = opt(2000, "stratified bootstrap resamples for the AUC difference (0 = off)")
+    seed: int = opt(0, "bootstrap seed (the same seed gives the same interval)")
 
 
 @dataclass
