@@ -176,9 +176,14 @@ def _build(cfg: DataConfig, found: Found, tmp: Path, fingerprint: str, source: s
         if it.patient:
             units.union(i, first_of_patient.setdefault(it.patient, i))
     classes = [it.cls for it in items]
+    conflicted = [False] * len(items)
+    for members in dup_groups:
+        if len({classes[i] for i in members}) > 1:
+            for i in members:
+                conflicted[i] = True
     split, notes = assign_splits([units.find(i) for i in range(len(items))], classes,
                                  [it.split for it in items], cfg.test_per_class, cfg.val_fraction,
-                                 cfg.seed, str(found.root))
+                                 cfg.seed, str(found.root), conflicted)
 
     used: set[str] = set()
     rows = []

@@ -1,8 +1,8 @@
 """Deterministic, stratified train/val/test split over units (patients joined with duplicate groups).
 
 A unit is never divided between splits, so no test image has a copy or a sibling image of the
-same patient in training. Units holding both classes (the same picture labelled benign and
-malignant) are kept out of test and validation altogether.
+same patient in training. Units holding a picture labelled both benign and malignant (a
+duplicate with conflicting labels) are kept out of test and validation altogether.
 """
 
 from __future__ import annotations
@@ -24,30 +24,32 @@ def _take(order: list[int], members: dict[int, list[int]], classes: Sequence[str
     for u in order:
         if u not in eligible:
             continue
-        cls = classes[members[u][0]]
-        n = len(members[u])
-        if have[cls] + n <= target.get(cls, 0):
+        need = Counter(classes[i] for i in members[u])
+        if all(have[c] + n <= target.get(c, 0) for c, n in need.items()):
             taken.add(u)
-            have[cls] += n
+            have.update(need)
     return taken
 
 
 def assign_splits(units: Sequence[int], classes: Sequence[str], fixed: Sequence[str],
-                  test_per_class: int, val_fraction: float, seed: int, where: str = "source"
-                  ) -> tuple[list[str], dict[str, int]]:
+                  test_per_class: int, val_fraction: float, seed: int, where: str = "source",
+                  conflicted: Sequence[bool] | None = None) -> tuple[list[str], dict[str, int]]:
     """The split ('train', 'val', 'test') of every image, and notes (e.g. images moved to test).
 
     ``units[i]`` is the unit of image i; ``fixed[i]`` a split imposed by the source layout
-    ('test' keeps the seed's own test set) or ''. ``where`` names the source in errors.
+    ('test' keeps the seed's own test set) or ''; ``conflicted[i]`` marks an image whose
+    duplicate carries the other label (its unit stays in training). ``where`` names the source
+    in errors.
     """
     members: dict[int, list[int]] = {}
     for i, u in enumerate(units):
         members.setdefault(u, []).append(i)
     unit_ids = sorted(members, key=lambda u: members[u][0])
     order = [unit_ids[k] for k in np.random.default_rng(seed).permutation(len(unit_ids))]
-    pure = {u for u in unit_ids if len({classes[i] for i in members[u]}) == 1}
+    bad = conflicted or [False] * len(units)
+    pure = {u for u in unit_ids if not any(bad[i] for i in members[u])}
     total = Counter(classes)
-    notes = {"mixed_class_units": len(unit_ids) - len(pure), "moved_to_test": 0}
+    notes = {"conflicted_units": len(unit_ids) - len(pure), "moved_to_test": 0}
 
     if any(fixed):
         test = {u for u in unit_ids if any(fixed[i] == "test" for i in members[u])}
