@@ -83,7 +83,7 @@ def test_result_dict_structure_and_values(pair):
         assert r["delong"][key] == pytest.approx(getattr(d, key), rel=1e-12)
     ca, cb = (pa >= 0.5) == y, (pb >= 0.5) == y
     ref = mcnemar(ca, cb)
-    assert {k: r["mcnemar"][k] for k in ("b", "c", "exact_p")} == {"b": ref.b, "c": ref.c, "exact_p": ref.exact_p}
+    assert (r["mcnemar"]["b"], r["mcnemar"]["c"], r["mcnemar"]["exact_p"]) == (ref.b, ref.c, ref.exact_p)
     assert r["mcnemar_positives"]["n"] == 40 and r["mcnemar_negatives"]["n"] == 50
     acc = r["models"]["a"]["accuracy"]
     assert acc["k"] == int(ca.sum()) and acc["n"] == 90
@@ -94,17 +94,18 @@ def test_result_dict_structure_and_values(pair):
     assert len(r["inputs"]["a"]["sha256"]) == 64
 
 
-def test_default_bootstrap_is_seeded_and_can_be_off(pair):
-    r1 = compare_predictions(pair["a"], pair["b"], pair["tmp"] / "o1", CompareConfig())
-    r2 = compare_predictions(pair["a"], pair["b"], pair["tmp"] / "o2", CompareConfig())
-    assert r1["bootstrap"]["n_resamples"] == 2000 and r1 == r2
-    r3 = compare_predictions(pair["a"], pair["b"], pair["tmp"] / "o3", CompareConfig(bootstrap=0))
-    assert r3["bootstrap"] is None and r3["delong"] == r1["delong"]
+def test_default_bootstrap_and_off(pair):
+    r = compare_predictions(pair["a"], pair["b"], pair["tmp"] / "o1", CompareConfig())
+    assert r["bootstrap"]["n_resamples"] == 2000 and r["bootstrap"]["seed"] == 0
+    y, pa, pb = pair["y"], pair["pa"], pair["pb"]
+    off = compare_arrays(y, pa >= 0.5, pb >= 0.5, pa, pb, bootstrap=0)
+    assert off["bootstrap"] is None and off["delong"] == r["delong"]
+    assert off["models"] == r["models"] and off["mcnemar"] == r["mcnemar"]
 
 
 def test_compare_arrays_edge_cases_stay_finite():
     y = np.r_[np.ones(5, bool), np.zeros(5, bool)]
-    r = compare_arrays(y, y, y, y.astype(float), y.astype(float))  # identical, perfect models
+    r = compare_arrays(y, y, y, y.astype(float), y.astype(float), bootstrap=0)  # identical, perfect
     assert (r["delong"]["z"], r["delong"]["p"]) == (0.0, 1.0)
     assert (r["mcnemar"]["b"], r["mcnemar"]["c"], r["mcnemar"]["exact_p"]) == (0, 0, 1.0)
     r = compare_arrays(y, y, np.ones(10, bool), y.astype(float), np.ones(10), bootstrap=50)

@@ -146,9 +146,12 @@ def _check_settings(alpha: float, bootstrap: int) -> float:
 
 
 def compare_arrays(y_true: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike, score_a: ArrayLike,
-                   score_b: ArrayLike, alpha: float = 0.05, bootstrap: int = 0, seed: int = 0,
+                   score_b: ArrayLike, alpha: float = 0.05, bootstrap: int = 2000, seed: int = 0,
                    names: tuple[str, str] = ("real", "synthetic")) -> dict[str, Any]:
-    """Every test of the stage on arrays (1 = malignant/positive); the result dict of docs/stats.md."""
+    """Every test of the stage on arrays (1 = malignant/positive); the result dict of docs/stats.md.
+
+    ``bootstrap``: resamples of the AUC difference (0 = none), as in ``CompareConfig``.
+    """
     alpha = _check_settings(alpha, bootstrap)
     y = binary_labels(y_true)
     pa = binary_labels(pred_a, "pred_a", need_both=False)
@@ -194,7 +197,8 @@ def compare_predictions(a: Path, b: Path, out_dir: Path, cfg: CompareConfig,
                         names: tuple[str, str] = ("real", "synthetic")) -> dict[str, Any]:
     """Stage 7 for the pipeline: read, match, test; write stats.json, stats.md, roc_overlay.png.
 
-    Every file is written atomically; the returned dict is what stats.json holds.
+    Every file is written atomically, stats.json last (its presence means all three exist);
+    the returned dict is what stats.json holds.
     """
     from busgan.stats.plot import plot_roc_overlay  # matplotlib only when a plot is made
     from busgan.stats.report import format_markdown
@@ -207,7 +211,8 @@ def compare_predictions(a: Path, b: Path, out_dir: Path, cfg: CompareConfig,
                           "both classes, so test both models on a set with benign and malignant images")
     result = compare_arrays(pa.y_true, pa.y_pred, pb.y_pred, pa.score, pb.score, alpha=cfg.alpha,
                             bootstrap=cfg.bootstrap, seed=cfg.seed, names=names)
-    result["inputs"] = {k: {"path": str(p.path), "sha256": _sha256(p.path)} for k, p in (("a", pa), ("b", pb))}
+    result["inputs"] = {k: {"path": str(p.path), "sha256": _sha256(p.path)}
+                        for k, p in (("a", pa), ("b", pb))}
     result["config"] = dataclasses.asdict(cfg)
     out = Path(out_dir)
     result["files"] = {"json": "stats.json", "markdown": "stats.md", "roc_plot": "roc_overlay.png"}
