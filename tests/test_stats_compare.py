@@ -215,3 +215,10 @@ bad = [n for n in s.__all__ if isinstance(getattr(s, n), types.ModuleType)]
 assert not bad, bad
 """
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_cli_help(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as e:
+        _cli(monkeypatch, ["compare", "--help"])
+    text = capsys.readouterr().out
+    assert e.value.code == 0 and "--bootstrap" in text and "--alpha" in text and "--names" in text

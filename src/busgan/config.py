@@ -145,7 +145,7 @@ class SyntheticConfig:
 @dataclass
 class CompareConfig:
     """Stage 7: McNemar and DeLong tests of the two classifiers."""
-    alpha: float = opt(0.05, "significance level; intervals are 1 - alpha (0.05: 95%)")
+    alpha: float = opt(0.05, "significance level; the intervals have confidence 1 - alpha")
     bootstrap: int = opt(2000, "stratified bootstrap resamples for the AUC difference (0 = off)")
     seed: int = opt(0, "bootstrap seed (the same seed gives the same interval)")
 
