@@ -33,6 +33,23 @@ def test_seeded_and_close_to_delong(data):
     assert 0.0 <= r.p <= 1.0 and r.n_resamples == 2000 and r.seed == 1
 
 
+def test_each_resample_auc_is_exact_with_ties():
+    """Replays the documented draws (one chunk: positives' indices, then negatives') and scores
+    each resample with sklearn's AUC, independent of the no-sort shortcut."""
+    rng = np.random.default_rng(7)
+    y = np.r_[np.ones(23, bool), np.zeros(31, bool)]
+    a = np.round(rng.normal(size=54) + y, 0)  # heavy ties
+    b = np.round(rng.normal(size=54) + 0.5 * y, 1)
+    r = bootstrap_auc_diff(y, a, b, n_resamples=300, seed=3)
+    draw = np.random.default_rng(3)
+    ip, ineg = draw.integers(0, 23, size=(300, 23)), draw.integers(0, 31, size=(300, 31))
+    yy = np.r_[np.ones(23), np.zeros(31)]
+    diffs = np.array([roc_auc_score(yy, np.r_[a[:23][i], a[23:][j]])
+                      - roc_auc_score(yy, np.r_[b[:23][i], b[23:][j]]) for i, j in zip(ip, ineg)])
+    assert r.se == pytest.approx(np.std(diffs, ddof=1), rel=1e-9)
+    assert (r.ci_low, r.ci_high) == pytest.approx(tuple(np.quantile(diffs, [0.025, 0.975])), rel=1e-9)
+
+
 def test_resamples_keep_class_counts():
     # One positive: every resample holds that positive, so the AUC of a model that ranks it on
     # top is 1 in every resample (a non-stratified bootstrap would draw resamples without it).

@@ -11,14 +11,15 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import norm, rankdata
+from scipy.stats import norm
 
 from busgan.errors import BusganError
+from busgan.progress import progress
 from busgan.stats._checks import binary_labels, check_alpha, finite_scores
 
 __all__ = ["BootstrapResult", "bootstrap_auc_diff"]
 
-_CHUNK_ELEMENTS = 4_000_000  # resampled scores ranked at once (~32 MB per model)
+_CHUNK_ELEMENTS = 2_000_000  # resampled cases handled at once (a few tens of MB)
 
 
 @dataclass(frozen=True)
@@ -43,17 +44,42 @@ class BootstrapResult:
         return asdict(self)
 
 
-def _aucs(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
-    """AUC of each row (resample) from the rank sum of its positives (Mann-Whitney)."""
-    m, n = x.shape[1], y.shape[1]
-    r = rankdata(np.concatenate([x, y], axis=1), axis=1)
-    return (r[:, :m].sum(axis=1) - m * (m + 1) / 2.0) / (m * n)
+class _Model:
+    """One model's scores, prepared so that a resample's AUC needs no new sort.
+
+    For positive i, ``lo[i]``/``hi[i]`` count the negatives scored below / at most x_i. With a
+    resample's multiplicities u (positives) and w (negatives) and W the cumulative sum of w in
+    sorted-negative order, AUC* = sum_i u_i (W[lo_i] + W[hi_i]) / 2 / (m n): exact with ties.
+    """
+
+    def __init__(self, x: NDArray[np.float64], y: NDArray[np.float64]) -> None:
+        self.order = np.argsort(y)
+        ys = y[self.order]
+        self.lo = np.searchsorted(ys, x, side="left")
+        self.hi = np.searchsorted(ys, x, side="right")
+
+    def aucs(self, u: NDArray[np.int64], w: NDArray[np.int64]) -> NDArray[np.float64]:
+        """AUC of each resample (row) given multiplicities u (k, m) and w (k, n)."""
+        k, m = u.shape
+        n = w.shape[1]
+        cum = np.zeros((k, n + 1))
+        np.cumsum(w[:, self.order], axis=1, out=cum[:, 1:])
+        below = cum[:, self.lo] + cum[:, self.hi]  # twice the weighted psi sum per positive
+        return np.einsum("km,km->k", u, below) / (2.0 * m * n)
+
+
+def _counts(idx: NDArray[np.int64], size: int) -> NDArray[np.int64]:
+    """Multiplicity of each of ``size`` cases in each row of drawn indices."""
+    k = idx.shape[0]
+    flat = idx + size * np.arange(k)[:, None]
+    return np.bincount(flat.ravel(), minlength=k * size).reshape(k, size)
 
 
 def bootstrap_auc_diff(y_true: ArrayLike, score_a: ArrayLike, score_b: ArrayLike,
                        n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05) -> BootstrapResult:
     """Stratified bootstrap (``n_resamples``, seeded) of AUC_a - AUC_b; the two models are
-    resampled together, so their pairing is kept."""
+    resampled together, so their pairing is kept. Cost: one sort, then O(m + n) per resample
+    (no ranking per resample); about a second for 2,000 resamples of 6,000 images."""
     alpha = check_alpha(alpha)
     if int(n_resamples) != n_resamples or n_resamples < 2:
         raise BusganError(f"bootstrap resamples: {n_resamples!r}; give a whole number >= 2 "
@@ -61,17 +87,21 @@ def bootstrap_auc_diff(y_true: ArrayLike, score_a: ArrayLike, score_b: ArrayLike
     pos = binary_labels(y_true)
     a = finite_scores(score_a, pos.size, "score_a")
     b = finite_scores(score_b, pos.size, "score_b")
-    xa, ya, xb, yb = a[pos], a[~pos], b[pos], b[~pos]
-    m, n = xa.size, ya.size
-    diff = float(_aucs(xa[None], ya[None])[0] - _aucs(xb[None], yb[None])[0])
+    ma, mb = _Model(a[pos], a[~pos]), _Model(b[pos], b[~pos])
+    m, n = int(pos.sum()), int((~pos).sum())
+    once = (np.ones((1, m), np.int64), np.ones((1, n), np.int64))
+    diff = float(ma.aucs(*once)[0] - mb.aucs(*once)[0])
     rng = np.random.default_rng(int(seed))
     chunk = max(1, _CHUNK_ELEMENTS // (m + n))  # depends on the data only: same draws for a seed
     diffs = np.empty(int(n_resamples))
-    for start in range(0, int(n_resamples), chunk):
+    starts = range(0, int(n_resamples), chunk)
+    if len(starts) > 1:  # only big test sets take long enough for a bar
+        starts = progress(starts, desc="bootstrap", unit="chunk")
+    for start in starts:
         k = min(chunk, int(n_resamples) - start)
-        ip = rng.integers(0, m, size=(k, m))
-        ineg = rng.integers(0, n, size=(k, n))
-        diffs[start:start + k] = _aucs(xa[ip], ya[ineg]) - _aucs(xb[ip], yb[ineg])
+        u = _counts(rng.integers(0, m, size=(k, m)), m)
+        w = _counts(rng.integers(0, n, size=(k, n)), n)
+        diffs[start:start + k] = ma.aucs(u, w) - mb.aucs(u, w)
     low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
     se = 0.0 if diffs.min() == diffs.max() else float(np.std(diffs, ddof=1))
     note = ""
