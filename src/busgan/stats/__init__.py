@@ -17,7 +17,7 @@ _EXPORTS = {
     "compare_arrays": "compare", "compare_predictions": "compare", "read_predictions": "compare",
     "match_predictions": "compare", "Predictions": "compare",
     "format_summary": "report", "format_markdown": "report",
-    "plot_roc_overlay": "plot",
+    "plot_roc_overlay": "plot", "roc_points": "plot",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from busgan.stats.delong import AucInterval, DeLongResult, auc_ci, delong_cov, delong_test, midranks
     from busgan.stats.intervals import proportion, proportion_ci
     from busgan.stats.mcnemar_tests import McNemarResult, mcnemar, mcnemar_table
-    from busgan.stats.plot import plot_roc_overlay
+    from busgan.stats.plot import plot_roc_overlay, roc_points
     from busgan.stats.report import format_markdown, format_summary
 
 

@@ -24,6 +24,10 @@ def p_text(p: float | None) -> str:
     return f"p {text}" if text.startswith("<") or p is None else f"p = {text}"
 
 
+def _images(k: int) -> str:
+    return f"{k} image" if k == 1 else f"{k} images"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -64,8 +68,8 @@ def format_summary(r: dict[str, Any]) -> str:
     lines += [
         "",
         "Do the two models get different images wrong? (McNemar's exact test)",
-        f"  {na} right where {nb} is wrong: {mc['b']} images; {na} wrong where {nb} is right: "
-        f"{mc['c']} images.",
+        f"  {na} right where {nb} is wrong: {_images(mc['b'])}; {na} wrong where {nb} is right: "
+        f"{_images(mc['c'])}.",
         f"  All images: {p_text(mc['exact_p'])} "
         f"({_verdict(mc['exact_p'], alpha, na if mc['b'] > mc['c'] else nb, 'makes fewer errors')})",
         f"  Malignant images (sensitivity): {p_text(r['mcnemar_positives']['exact_p'])}; "
