@@ -187,7 +187,7 @@ def test_one_of_each_class():
     r = delong_test([1, 0], [0.9, 0.1], [0.2, 0.8])
     assert (r.auc_a, r.auc_b, r.se) == (1.0, 0.0, 0.0)
     assert r.z is None and r.p is None and r.ci_low is None
-    assert "positive and negative" in r.note and "undefined" in r.note
+    assert "one positive and one negative" in r.note and "undefined" in r.note
 
 
 def test_all_scores_equal():

@@ -114,5 +114,5 @@ def bootstrap_auc_diff(y_true: ArrayLike, score_a: ArrayLike, score_b: ArrayLike
         z, p = 0.0, 1.0
     else:
         z = p = None
-        note = "every resample gives the same AUC difference: the bootstrap z and p are undefined"
+        note = "every resample gives the same AUC difference: the bootstrap z and p are undefined."
     return BootstrapResult(int(n_resamples), int(seed), alpha, diff, se, float(low), float(high), z, p, note)

@@ -127,9 +127,12 @@ def delong_cov(y_true: ArrayLike, *scores: ArrayLike) -> tuple[NDArray[np.float6
 def _small_class_note(m: int, n: int) -> str:
     if m > 1 and n > 1:
         return ""
-    which = " and ".join(w for w, k in (("positive", m), ("negative", n)) if k == 1)
-    return (f"only one {which} case: its variance term cannot be estimated and is taken as 0, "
-            "so the standard error is too small; do not rely on the interval or p")
+    if m == 1 and n == 1:
+        text = "only one positive and one negative case: their variance terms cannot be estimated and are"
+    else:
+        text = (f"only one {'positive' if m == 1 else 'negative'} case: its variance term cannot be "
+                "estimated and is")
+    return text + " taken as 0, so the standard error is too small; do not rely on the interval or p."
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,7 @@ def delong_test(y_true: ArrayLike, score_a: ArrayLike, score_b: ArrayLike,
         z = p = lo = hi = None
         notes.append("the DeLong variance of the difference is 0 while the AUCs differ (e.g. one "
                      "model separates perfectly and the other gives one score to all): z and p are "
-                     "undefined; use the bootstrap interval or McNemar's test")
+                     "undefined; use the bootstrap interval or McNemar's test.")
     var_a, var_b = _auc_variance(v10a, v01a), _auc_variance(v10b, v01b)
     ci_a = _interval(auc_a, float(np.sqrt(var_a)), crit, 1.0)
     ci_b = _interval(auc_b, float(np.sqrt(var_b)), crit, 1.0)
@@ -236,4 +239,4 @@ def delong_test(y_true: ArrayLike, score_a: ArrayLike, score_b: ArrayLike,
         auc_a=auc_a, auc_b=auc_b, diff=diff, se=se, z=z, p=p, ci_low=lo, ci_high=hi,
         var_a=var_a, var_b=var_b, cov_ab=cov_ab,
         auc_a_low=ci_a[0], auc_a_high=ci_a[1], auc_b_low=ci_b[0], auc_b_high=ci_b[1],
-        n_pos=m, n_neg=n, alpha=alpha, note="; ".join(x for x in notes if x))
+        n_pos=m, n_neg=n, alpha=alpha, note=" ".join(x for x in notes if x))

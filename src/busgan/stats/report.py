@@ -38,7 +38,7 @@ def _prop(d: dict[str, Any], key: str = "wilson") -> str:
 
 def _verdict(p: float | None, alpha: float, better: str, what: str) -> str:
     if p is None:
-        return "cannot be tested (see notes)"
+        return "cannot be tested; see the notes"
     if p < alpha:
         return f"significant at {alpha:g}: {better} {what}"
     return f"not significant at {alpha:g}"
