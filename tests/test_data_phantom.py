@@ -29,11 +29,20 @@ def _params(seed: int, indices: range) -> tuple[np.ndarray, np.ndarray]:
 
 def test_logistic_regression_auc_is_realistic() -> None:
     """Trained on 1,000 and tested on 300 images' parameters: 0.90 <= AUC <= 0.98 (aim ~0.94)."""
-    x_tr, y_tr = _params(0, range(150, 650))
-    x_te, y_te = _params(0, range(150))
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x_tr, y_tr)
-    auc = roc_auc_score(y_te, model.predict_proba(x_te)[:, 1])
-    assert 0.90 <= auc <= 0.98, auc
+    aucs = []
+    for seed in range(4):
+        x_tr, y_tr = _params(seed, range(150, 650))
+        x_te, y_te = _params(seed, range(150))
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x_tr, y_tr)
+        aucs.append(roc_auc_score(y_te, model.predict_proba(x_te)[:, 1]))
+        assert 0.90 <= aucs[-1] <= 0.98, (seed, aucs[-1])
+    assert 0.92 <= float(np.mean(aucs)) <= 0.96, aucs  # centred near the paper's 0.965, a bit harder
+
+
+def test_difficulty_auc_helper() -> None:
+    x, y = _params(0, range(650))
+    csv_auc = ph.difficulty_auc(x, y)
+    assert 0.90 <= csv_auc <= 0.98
 
 
 def test_features_follow_birads_directions() -> None:
