@@ -80,7 +80,8 @@ class ClassifierConfig:
     shift: float = opt(0.1, "augmentation: width/height shift fraction")
     flip: bool = opt(True, "augmentation: random horizontal flip")
     workers: int = opt(2, "data-loading workers (0 or 1 = load in the training process)")
-    multiprocessing: bool = opt(True, "data-loading workers are processes (else threads)")
+    loader: Literal["auto", "threads", "processes"] = opt(
+        "auto", "data-loading workers: threads, processes, or auto (processes on TensorFlow, threads on JAX, which must not be forked)")
     val_fraction: float = opt(0.1, "stratified fraction of the training folder held out when no validation folder is given")
     mixed_precision: bool = opt(False, "train in mixed bfloat16")
     jit: bool = opt(True, "XLA-compile the training step")

@@ -28,10 +28,13 @@ def output_layer_name(classes: tuple[str, ...] = CLASSES) -> str:
 
 
 def _tiny_backbone(input_shape: tuple[int, int, int]) -> keras.Model:
-    """Two strided convolutions: enough to learn simple shapes in seconds on a CPU."""
+    """Two strided convolutions with BatchNormalization: learns simple shapes in seconds on a CPU."""
     inputs = keras.Input(input_shape, name="image")
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="tiny_conv1")(inputs)
-    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="tiny_conv2")(x)
+    x = inputs
+    for i, filters in enumerate((16, 32), start=1):
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"tiny_conv{i}")(x)
+        x = keras.layers.BatchNormalization(momentum=0.8, name=f"tiny_bn{i}")(x)
+        x = keras.layers.ReLU(name=f"tiny_relu{i}")(x)
     return keras.Model(inputs, x, name="tiny")
 
 

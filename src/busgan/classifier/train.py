@@ -65,6 +65,13 @@ def dtype_policy(mixed: bool) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
+def use_processes(loader: str) -> bool:
+    """Worker processes, except under JAX in auto mode (forking its threaded runtime can deadlock)."""
+    if loader == "auto":
+        return keras.backend.backend() != "jax"
+    return loader == "processes"
+
+
 def make_datasets(train_dir: Path, val_dir: Path | None, cfg: ClassifierConfig,
                   per_class: int | None) -> tuple[ImageFolderDataset, ImageFolderDataset, dict[str, Any]]:
     """Training (shuffled, augmented) and validation streams, and their per-class counts."""
@@ -79,7 +86,7 @@ def make_datasets(train_dir: Path, val_dir: Path | None, cfg: ClassifierConfig,
     else:
         vfiles, vlabels = scan_classes(val_dir)
     common = dict(size=cfg.input_size, batch_size=cfg.batch_size, workers=cfg.workers,
-                  use_multiprocessing=cfg.multiprocessing)
+                  use_multiprocessing=use_processes(cfg.loader))
     train = ImageFolderDataset(files, labels, shuffle=True, shift=cfg.shift, flip=cfg.flip,
                                seed=cfg.seed, **common)  # type: ignore[arg-type]
     val = ImageFolderDataset(vfiles, vlabels, **common)  # type: ignore[arg-type]
