@@ -29,9 +29,9 @@ from PIL import Image
 
 from busgan import CLASSES
 from busgan.config import PhantomConfig, config_hash
+from busgan.data.parallel import imap, worker_count
 from busgan.errors import BusganError
 from busgan.fileio import atomic_path, atomic_write_text, read_json, write_json
-from busgan.data.parallel import imap, worker_count
 
 # --- lesion parameters ----------------------------------------------------------------------
 
@@ -259,7 +259,7 @@ def render(lesion: dict[str, float], rng: np.random.Generator, size: int) -> np.
     atten = np.exp(-np.cumsum(alpha, axis=0) / s)
     tgc = np.exp(1.2 * rng.uniform(0.75, 0.95) * z)
     env = env * atten * tgc
-    env = env + 0.003                                    # electronic noise floor
+    env = env + 0.003                                    # receiver noise floor
 
     dyn = rng.uniform(48, 54)
     gain = rng.uniform(-2, 2)
