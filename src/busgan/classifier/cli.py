@@ -10,6 +10,18 @@ from busgan.config import add_config_args, config_from_args
 WORK_HELP = "work directory holding data/ (default: work)"
 
 
+def _model_arg(args: argparse.Namespace) -> Path:
+    """MODEL given positionally or with --model (default: WORK/real/model.keras)."""
+    chosen = args.model or args.model_option
+    return Path(chosen) if chosen else Path(args.work) / "real" / "model.keras"
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", nargs="?",
+                   help="model.keras written by busgan train-classifier (default: WORK/real/model.keras)")
+    p.add_argument("--model", dest="model_option", metavar="MODEL", help="the same as MODEL")
+
+
 def _train(args: argparse.Namespace) -> int:
     from busgan.classifier.train import train_classifier
 
@@ -28,7 +40,7 @@ def _train(args: argparse.Namespace) -> int:
 def _test(args: argparse.Namespace) -> int:
     from busgan.classifier.evaluate import test_model
 
-    model = Path(args.model)
+    model = _model_arg(args)
     test_dir = Path(args.test) if args.test else Path(args.work) / "data" / "test"
     out = Path(args.out) if args.out else model.parent / "test"
     test_model(model, test_dir, out, batch_size=args.batch_size)
@@ -40,7 +52,7 @@ def _select(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args).select
     work = Path(args.work)
-    model = Path(args.model) if args.model else work / "real" / "model.keras"
+    model = _model_arg(args)
     generated = Path(args.generated) if args.generated else work / "sgan_out"
     out = Path(args.out) if args.out else work / "selected"
     select_images(model, generated, out, cfg)
@@ -72,9 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "test", help="test a classifier and print the paper's report",
         description="Predict TEST/{benign,malignant}/ with MODEL and print the paper's report; "
                     "writes predictions.csv, metrics.json, report.txt, roc.png, confusion.png.")
-    p.add_argument("model", metavar="MODEL", help="model.keras written by busgan train-classifier")
+    _add_model_args(p)
     p.add_argument("--work", default="work", help=WORK_HELP)
-    p.add_argument("--test", metavar="DIR", help="test images (default: WORK/data/test)")
+    p.add_argument("--test", "--data", dest="test", metavar="DIR", help="test images (default: WORK/data/test)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: MODEL's folder/test)")
     p.add_argument("--batch-size", type=int, default=32, help="prediction batch (default: 32)")
     p.set_defaults(func=_test)
@@ -85,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "predicted class is its generator's class (the paper's rule). Writes kept "
                     "images to OUT/<class>/ and every score to OUT/scores.csv; a rerun only "
                     "scores new images.")
-    p.add_argument("model", metavar="MODEL", nargs="?", help="default: WORK/real/model.keras")
+    _add_model_args(p)
     p.add_argument("--work", default="work", help=WORK_HELP)
     p.add_argument("--generated", metavar="DIR", help="generated images (default: WORK/sgan_out)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: WORK/selected)")
