@@ -179,6 +179,12 @@ def test_phantom_source(tmp_path: Path) -> None:
     assert s["source"] == "phantom" and s["counts"]["test"] == {"benign": 3, "malignant": 3}
     assert (tmp_path / "w/phantom/lesions.csv").is_file()
     assert s["duplicates"]["groups"] == 0
+    stamp = (tmp_path / "w/phantom/lesions.csv").stat().st_mtime_ns
+    assert prepare(DataConfig(size=32, test_per_class=3), tmp_path / "w",
+                   phantom=PhantomConfig(n_per_class=10, size=48, workers=1)) == s  # same: reused
+    with pytest.raises(BusganError, match="--force"):  # refused before the phantom is touched
+        prepare(DataConfig(size=32, test_per_class=3), tmp_path / "w", phantom=PhantomConfig(n_per_class=11, size=48))
+    assert (tmp_path / "w/phantom/lesions.csv").stat().st_mtime_ns == stamp
 
 
 def test_reuse_refuse_force_and_no_damage(tmp_path: Path) -> None:

@@ -138,7 +138,7 @@ def _scan_classes(base: Path, root: Path, class_map: Mapping[str, str], layout: 
             raise BusganError(
                 f"{d}: unknown class folder '{d.name}'; rename it (benign, malignant, BreastBenign, "
                 f"BreastMalignancy, 0, 1) or map it: --set 'data.class_map={{\"{d.name}\"=\"benign\"}}' "
-                "(or =\"ignore\")")
+                "(or \"malignant\", \"ignore\")")
         if cls == IGNORE:
             found.excluded[d.relative_to(root).as_posix()] = sum(
                 1 for p in d.rglob("*") if p.is_file() and is_image_name(p) and not is_mask_name(p))

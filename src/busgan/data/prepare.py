@@ -72,12 +72,30 @@ def _process(task: tuple[int, Path, Path, DataConfig]) -> dict[str, Any]:
             "mode": loaded.mode}
 
 
-def _fingerprint(cfg: DataConfig, found: Found, phantom: PhantomConfig | None) -> str:
-    """Identity of the prepared data: config, phantom config, and every source file's size and time."""
-    listing = [(it.rel, it.cls, *(lambda s: (s.st_size, s.st_mtime_ns))(it.path.stat())) for it in found.items]
+def _fingerprint(cfg: DataConfig, found: Found | None, phantom: PhantomConfig | None) -> str:
+    """Identity of the prepared data: the config, and the phantom's config or every source file's
+    path, size and modification time."""
     keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("workers", "source")}
-    return config_hash({"data": keep, "phantom": phantom_record(phantom)["hash"] if phantom else None,
-                        "root": str(found.root.resolve()), "layout": found.layout, "files": listing})
+    if phantom is not None:
+        return config_hash({"data": keep, "phantom": phantom_record(phantom)["hash"]})
+    assert found is not None
+    listing = [(it.rel, it.cls, *(lambda s: (s.st_size, s.st_mtime_ns))(it.path.stat())) for it in found.items]
+    return config_hash({"data": keep, "root": str(found.root.resolve()), "layout": found.layout,
+                        "files": listing})
+
+
+def _check_output(data: Path, fingerprint: str, force: bool) -> dict[str, Any] | None:
+    """The existing summary when ``data`` already holds these prepared data (and not ``force``);
+    None when ``data`` may be (re)built; a BusganError when it holds anything else."""
+    if not data.exists() or (data.is_dir() and not any(data.iterdir())):
+        return None
+    old = _existing(data) if data.is_dir() else None
+    if old and old.get("fingerprint") == fingerprint and not force:
+        return old
+    if not force:
+        what = "prepared data from another source or config" if old else "files that are not prepared data"
+        raise BusganError(f"{data}: already holds {what}; pass --force to replace it, or choose another --work")
+    return None
 
 
 def _out_name(item: Item, used: set[str]) -> str:
@@ -113,24 +131,24 @@ def prepare(cfg: DataConfig, work: Path, force: bool = False,
     work = Path(work)
     if work.exists() and not work.is_dir():
         raise BusganError(f"{work}: exists and is not a folder; choose another --work")
+    if (work / "data").exists() and not (work / "data").is_dir():
+        raise BusganError(f"{work / 'data'}: is a file; move it away or choose another --work")
     is_phantom = cfg.source.strip().lower() == "phantom"
-    if is_phantom:
+    data = work / "data"
+    if is_phantom:  # deterministic from its config: checked before anything is generated
         phantom = phantom or PhantomConfig()
+        fingerprint = _fingerprint(cfg, None, phantom)
+        old = _check_output(data, fingerprint, force)
+        if old:
+            return old
         generate_phantom(work / "phantom", phantom)
         found = find_images(work / "phantom", "folders", {})
     else:
-        phantom = None
         found = find_images(cfg.source, cfg.layout, cfg.class_map)
-
-    data = work / "data"
-    fingerprint = _fingerprint(cfg, found, phantom)
-    if data.exists() and (not data.is_dir() or any(data.iterdir())):
-        old = _existing(data) if data.is_dir() else None
-        if old and old.get("fingerprint") == fingerprint and not force:
+        fingerprint = _fingerprint(cfg, found, None)
+        old = _check_output(data, fingerprint, force)
+        if old:
             return old
-        if not force:
-            what = "prepared data from another source or config" if old else "files that are not prepared data"
-            raise BusganError(f"{data}: already holds {what}; pass --force to replace it, or choose another --work")
 
     work.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".data.tmp-", dir=work))
