@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,11 @@ from busgan.config import PhantomConfig
 from busgan.data import phantom as ph
 from busgan.errors import BusganError
 
-os.environ["BUSGAN_NO_PROGRESS"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUSGAN_NO_PROGRESS", "1")
 
 
 def _params(seed: int, indices: range) -> tuple[np.ndarray, np.ndarray]:

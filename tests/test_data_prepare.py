@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,11 @@ from busgan.config import DataConfig, PhantomConfig
 from busgan.data.prepare import MANIFEST_COLUMNS, prepare
 from busgan.errors import BusganError
 
-os.environ["BUSGAN_NO_PROGRESS"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUSGAN_NO_PROGRESS", "1")
 
 
 def pattern(seed: int, size: tuple[int, int] = (48, 40)) -> np.ndarray:
