@@ -19,7 +19,6 @@ from busgan.data import phantom as ph
 from busgan.errors import BusganError
 
 
-
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BUSGAN_NO_PROGRESS", "1")

@@ -16,7 +16,6 @@ from busgan.data.prepare import MANIFEST_COLUMNS, prepare
 from busgan.errors import BusganError
 
 
-
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BUSGAN_NO_PROGRESS", "1")
