@@ -227,6 +227,17 @@ def echo_map(lesion: dict[str, float], rng: np.random.Generator, size: int, deta
 
     alpha = np.full((s, s), 1.2, np.float32)                    # attenuation per unit depth
     calcs = _add_lesion(e, alpha, lesion, rng, n_fine + 0.5 * n_gland)
+
+    # Sometimes a rib below the muscle: bright anterior cortex, a complete shadow behind it.
+    if rng.random() < 0.35:
+        x0, z0 = rng.uniform(0.1, 0.9), float(muscle.mean()) + rng.uniform(0.07, 0.12)
+        ra, rb = rng.uniform(0.09, 0.14), rng.uniform(0.035, 0.055)
+        r0 = int(np.clip((z0 - 1.5 * rb) * s, 0, s))
+        zz = z[r0:]
+        rho = np.sqrt(((X - x0) / ra) ** 2 + ((zz - z0) / rb) ** 2)
+        bone = np.clip((1 - rho) / 0.35, 0, 1)                   # soft-edged cartilage/bone
+        e[r0:] = e[r0:] * (1 - 0.8 * bone) + 1.5 * _bump((rho - 0.95) / 0.25) * (zz < z0 - 0.3 * rb)
+        alpha[r0:] += 12.0 * bone
     return e.astype(np.float32, copy=False), alpha, calcs
 
 
