@@ -241,42 +241,46 @@ def echo_map(lesion: dict[str, float], rng: np.random.Generator, size: int, deta
     return e.astype(np.float32, copy=False), alpha, calcs
 
 
+_GREY_MAP = (np.linspace(0, 1, 1024) ** 1.8 * 255 + 0.5).astype(np.uint8)  # display grey map
+
+
+def _upsample(m: np.ndarray, size: int) -> np.ndarray:
+    return np.array(Image.fromarray(m, mode="F").resize((size, size), Image.Resampling.BILINEAR))
+
+
 def render(lesion: dict[str, float], rng: np.random.Generator, size: int) -> np.ndarray:
     """Render one 8-bit B-mode image of the breast with the given lesion."""
     s = size
-    # The tissue maps are smooth on the speckle scale: build them at half resolution (4x fewer
-    # operations) and upsample; point targets are added at full resolution.
+    # Tissue maps, attenuation and gain are smooth on the speckle scale: they are computed at
+    # half resolution (4x fewer operations) and upsampled; point targets go in at full resolution.
     lo = s // 2 if s >= 64 else s
     e, alpha, calcs = echo_map(lesion, rng, lo, detail=s)
+    z = ((np.arange(lo, dtype=np.float32) + 0.5) / lo)[:, None]
+    # round trip: attenuation accumulated along each beam (lesions shadow or enhance what lies
+    # behind them), partly compensated by time-gain control
+    gain = np.exp(-np.cumsum(alpha, axis=0) / lo + 1.2 * rng.uniform(0.75, 0.95) * z)
+    amp = np.sqrt(12 * e)                               # uniform scatterers: unit variance
     if lo != s:
-        e, alpha = (np.asarray(Image.fromarray(m, mode="F").resize((s, s), Image.Resampling.BILINEAR))
-                    for m in (e, alpha))
-        e = e.copy()
+        amp, gain = _upsample(amp, s), _upsample(gain, s)
     for cz, cx, strength in calcs:
-        e[int(np.clip(cz * s, 0, s - 1)), int(np.clip(cx * s, 0, s - 1))] += strength
-    z = ((np.arange(s, dtype=np.float32) + 0.5) / s)[:, None]
+        i, j = int(np.clip(cz * s, 0, s - 1)), int(np.clip(cx * s, 0, s - 1))
+        amp[i, j] = np.sqrt(amp[i, j] ** 2 + 12 * strength)
 
     # Scatterers weighted by echogenicity, PSF convolution in the Fourier domain, envelope
     # detection (magnitude of the analytic signal); two looks are averaged, as spatial
     # compounding does on breast scanners.
-    scat = (rng.random((2, s, s), dtype=np.float32) - 0.5) * np.sqrt(12 * e)  # unit variance
+    scat = (rng.random((2, s, s), dtype=np.float32) - 0.5) * amp
     spec = scipy.fft.rfft2(scat, axes=(2, 1)) * _psf_spectrum(s)
     half = scipy.fft.ifft(spec, axis=2)                 # lateral first, on the non-zero half only
     full = np.zeros((2, s, s), np.complex64)
     full[:, : spec.shape[1]] = half
-    env = np.abs(scipy.fft.ifft(full, axis=1)).mean(0)
+    env = np.abs(scipy.fft.ifft(full, axis=1)).mean(0) * gain + 0.003  # + receiver noise floor
 
-    # Attenuation (lesions shadow or enhance what lies behind them), TGC, electronic noise.
-    atten = np.exp(-np.cumsum(alpha, axis=0) / s)
-    tgc = np.exp(1.2 * rng.uniform(0.75, 0.95) * z)
-    env = env * atten * tgc
-    env = env + 0.003                                    # receiver noise floor
-
+    # Log compression into the dynamic range, then the grey map.
     dyn = rng.uniform(48, 54)
-    gain = rng.uniform(-2, 2)
-    db = 20 * np.log10(env + 1e-6) - 8.0 + gain
-    img = np.clip((db + dyn) / dyn, 0, 1) ** 1.8
-    return (img * 255 + 0.5).astype(np.uint8)
+    offset = rng.uniform(-2, 2) - 8.0 + dyn
+    level = (20 * np.log10(env) + offset) * (1023 / dyn)
+    return _GREY_MAP[np.clip(level, 0, 1023).astype(np.int16)]
 
 
 def render_image(seed: int, label: int, index: int, size: int) -> tuple[np.ndarray, dict[str, float]]:
