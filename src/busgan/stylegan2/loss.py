@@ -1,0 +1,99 @@
+"""StyleGAN2 losses as pure functions of (weights, batch, seed).
+
+Non-saturating logistic loss for G, logistic loss for D, R1 on reals and path-length
+regularisation (both lazy: the caller multiplies by the interval). Models are run with
+``stateless_call`` so every function is differentiable with respect to the weight lists it
+receives, on JAX and TensorFlow alike (gradients through ``busgan.stylegan2.autodiff``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from keras import ops
+
+from busgan.stylegan2 import autodiff
+
+AugmentFn = Callable[[Any, Any, Any], Any]  # (images, p, seed) -> images
+
+
+def no_augment(images, p, seed):
+    """The default augmentation: none."""
+    del p, seed
+    return images
+
+
+@dataclass
+class LossSetup:
+    """What the losses need besides weights: the models and the hyper-parameters."""
+    G: Any
+    D: Any
+    augment_fn: AugmentFn = field(default=no_augment)
+    r1_gamma: float = 10.0
+    pl_weight: float = 2.0
+    pl_decay: float = 0.01
+    pl_batch_shrink: int = 2
+    mixing_prob: float = 0.9
+
+    # -- model runners -----------------------------------------------------------------------
+    def gen(self, g, g_nt, n: int, seed, update_w_avg: bool = False):
+        """``n`` fake images from fresh z (style mixing, random noise); returns (images, g_nt)."""
+        z = autodiff.normal((n, self.G.z_dim), autodiff.fold_in(seed, 0))
+        img, g_nt = self.G.stateless_call(g, g_nt, {"z": z, "seed": autodiff.fold_in(seed, 1)},
+                                          mixing_prob=self.mixing_prob, update_w_avg=update_w_avg)
+        return img, g_nt
+
+    def disc(self, d, d_nt, images, p, seed):
+        """D's logits for augmented ``images``."""
+        images = self.augment_fn(images, p, autodiff.fold_in(seed, 5))
+        logits, _ = self.D.stateless_call(d, d_nt, images)
+        return ops.cast(logits, "float32")
+
+    # -- losses ------------------------------------------------------------------------------
+    def g_main(self, g, g_nt, d, d_nt, n: int, p, seed):
+        """Non-saturating loss softplus(-D(G(z))); returns (loss, logs)."""
+        img, _ = self.gen(g, g_nt, n, seed)
+        logits = self.disc(d, d_nt, img, p, autodiff.fold_in(seed, 2))
+        loss = ops.mean(ops.softplus(-logits))
+        return loss, {"loss_g": loss, "fake_score": ops.mean(logits)}
+
+    def path_length(self, g, g_nt, n: int, pl_mean, seed):
+        """Path-length penalty on ``n // pl_batch_shrink`` samples; returns (penalty, pl_mean').
+
+        The length of J_w^T y (y: image-space noise scaled by 1/sqrt(pixels)) should be
+        constant; its running mean ``pl_mean`` is updated with ``pl_decay``.
+        """
+        m = max(1, n // self.pl_batch_shrink)
+        z = autodiff.normal((m, self.G.z_dim), autodiff.fold_in(seed, 0))
+        ws, _ = self.G.stateless_call(g, g_nt, {"z": z, "seed": autodiff.fold_in(seed, 1)},
+                                      mode="mapping", mixing_prob=self.mixing_prob)
+        res, ch = self.G.resolution, self.G.img_channels
+        pl_noise = autodiff.normal((m, res, res, ch), autodiff.fold_in(seed, 3)) / math.sqrt(res * res)
+        noise_seed = autodiff.fold_in(seed, 4)
+
+        def weighted(ws_):
+            img, _ = self.G.stateless_call(g, g_nt, {"ws": ws_, "seed": noise_seed}, mode="synthesis")
+            return ops.sum(ops.cast(img, "float32") * pl_noise, axis=(1, 2, 3))
+
+        _, grads = autodiff.input_grad(weighted, ws)
+        lengths = ops.sqrt(ops.mean(ops.sum(ops.square(grads), axis=2), axis=1) + 1e-12)
+        new_mean = ops.stop_gradient(pl_mean + (ops.mean(lengths) - pl_mean) * self.pl_decay)
+        penalty = ops.mean(ops.square(lengths - new_mean))
+        return penalty, new_mean
+
+    def d_main(self, d, d_nt, fake, reals, p, seed):
+        """Logistic loss softplus(D(fake)) + softplus(-D(real)); returns (loss, logs)."""
+        fake_logits = self.disc(d, d_nt, fake, p, autodiff.fold_in(seed, 0))
+        real_logits = self.disc(d, d_nt, reals, p, autodiff.fold_in(seed, 1))
+        loss = ops.mean(ops.softplus(fake_logits)) + ops.mean(ops.softplus(-real_logits))
+        return loss, {"loss_d": loss, "fake_score": ops.mean(fake_logits),
+                      "real_score": ops.mean(real_logits), "real_sign": ops.mean(ops.sign(real_logits))}
+
+    def r1(self, d, d_nt, reals, p, seed):
+        """R1 penalty: mean over samples of ||d D(aug(x)) / dx||^2 at real x (unweighted)."""
+        def logits(x):
+            return self.disc(d, d_nt, x, p, seed)
+        _, grads = autodiff.input_grad(logits, ops.convert_to_tensor(reals, "float32"))
+        return ops.mean(ops.sum(ops.square(grads), axis=(1, 2, 3)))

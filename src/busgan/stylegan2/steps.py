@@ -1,0 +1,230 @@
+"""The four compiled training phases (G main, G reg, D main, D reg) and the G_ema update.
+
+Each phase is one XLA program: a pure function ``(state, real_batch, seed) -> (state, logs)``
+over a plain dict of tensors (``TrainState``), so it can be jitted, sharded and saved as named
+arrays. Adam is written here in ``keras.ops`` so its state lives in that dict too. With lazy
+regularisation every ``k`` steps, the optimizer's learning rate is multiplied by k/(k+1) and its
+betas raised to the power k/(k+1) (the paper's correction), and main and reg phases share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import keras
+import numpy as np
+from keras import ops
+
+from busgan.config import GanConfig
+from busgan.stylegan2 import autodiff
+from busgan.stylegan2.loss import AugmentFn, LossSetup, no_augment
+
+TrainState = dict[str, Any]
+G_REG_INTERVAL = 4
+D_REG_INTERVAL = 16
+ADAM_BETAS = (0.0, 0.99)
+ADAM_EPS = 1e-8
+
+
+# --- state ---------------------------------------------------------------------------------
+
+def _values(variables) -> list:
+    """Plain tensors (copies), not variables: phases take and return tensors only."""
+    return [ops.convert_to_tensor(np.array(ops.convert_to_numpy(v.value))) for v in variables]
+
+
+def _adam_init(params: list) -> dict[str, Any]:
+    return {"m": [ops.zeros_like(p) for p in params], "v": [ops.zeros_like(p) for p in params],
+            "t": ops.convert_to_tensor(0.0, "float32")}
+
+
+def init_state(G: keras.Model, D: keras.Model, G_ema: keras.Model | None = None) -> TrainState:
+    """A fresh training state from the models' current weights (G_ema starts as a copy of G)."""
+    g = _values(G.trainable_variables)
+    ema_src = G if G_ema is None else G_ema
+    return {
+        "g": g, "g_nt": _values(G.non_trainable_variables),
+        "d": _values(D.trainable_variables), "d_nt": _values(D.non_trainable_variables),
+        "g_ema": [ops.copy(x) for x in _values(ema_src.trainable_variables)],
+        "g_ema_nt": [ops.copy(x) for x in _values(ema_src.non_trainable_variables)],
+        "g_opt": _adam_init(g), "d_opt": _adam_init(_values(D.trainable_variables)),
+        "pl_mean": ops.convert_to_tensor(0.0, "float32"),
+        "aug_p": ops.convert_to_tensor(0.0, "float32"),
+    }
+
+
+def load_state_into(state: TrainState, G: keras.Model, D: keras.Model | None = None,
+                    G_ema: keras.Model | None = None) -> None:
+    """Write the state's weights into Keras models (for saving, sampling or inspection)."""
+    pairs = [(G.trainable_variables, state["g"]), (G.non_trainable_variables, state["g_nt"])]
+    if D is not None:
+        pairs += [(D.trainable_variables, state["d"]), (D.non_trainable_variables, state["d_nt"])]
+    if G_ema is not None:
+        pairs += [(G_ema.trainable_variables, state["g_ema"]), (G_ema.non_trainable_variables, state["g_ema_nt"])]
+    for variables, values in pairs:
+        for var, val in zip(variables, values):
+            var.assign(val)
+
+
+def state_to_numpy(state: TrainState) -> dict[str, np.ndarray]:
+    """Flat ``{"g/0": array, ..., "g_opt/m/3": array, "pl_mean": array}`` (for safe saving)."""
+    out: dict[str, np.ndarray] = {}
+
+    def walk(prefix: str, x: Any) -> None:
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(f"{prefix}/{k}" if prefix else k, v)
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                walk(f"{prefix}/{i}", v)
+        else:
+            out[prefix] = np.asarray(ops.convert_to_numpy(x))
+    walk("", state)
+    return out
+
+
+def state_from_numpy(arrays: dict[str, np.ndarray], like: TrainState) -> TrainState:
+    """Inverse of ``state_to_numpy``, shaped like ``like`` (e.g. ``init_state(G, D)``)."""
+    def build(prefix: str, x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: build(f"{prefix}/{k}" if prefix else k, v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [build(f"{prefix}/{i}", v) for i, v in enumerate(x)]
+        return ops.convert_to_tensor(arrays[prefix])
+    return build("", like)
+
+
+# --- optimizer -----------------------------------------------------------------------------
+
+def adam_hparams(lr: float, reg_interval: int | None) -> tuple[float, float, float]:
+    """(lr, beta1, beta2) after the lazy-regularisation correction c = k / (k + 1)."""
+    c = 1.0 if not reg_interval else reg_interval / (reg_interval + 1)
+    return lr * c, ADAM_BETAS[0] ** c, ADAM_BETAS[1] ** c
+
+
+def adam_update(params: list, grads: list, opt: dict[str, Any], lr: float, b1: float, b2: float,
+                eps: float = ADAM_EPS) -> tuple[list, dict[str, Any]]:
+    """One Adam step (PyTorch's form of the bias correction); non-finite gradients become 0."""
+    t = opt["t"] + 1.0
+    c1 = 1.0 - ops.power(b1, t) if b1 > 0 else 1.0
+    c2 = 1.0 - ops.power(b2, t)
+    step = lr / c1
+    new_p, new_m, new_v = [], [], []
+    for p, g, m, v in zip(params, grads, opt["m"], opt["v"]):
+        g = ops.nan_to_num(ops.cast(g, p.dtype), nan=0.0, posinf=1e5, neginf=-1e5)
+        m = b1 * m + (1.0 - b1) * g
+        v = b2 * v + (1.0 - b2) * ops.square(g)
+        new_p.append(p - step * m / (ops.sqrt(v / c2) + eps))
+        new_m.append(m)
+        new_v.append(v)
+    return new_p, {"m": new_m, "v": new_v, "t": t}
+
+
+def ema_beta(cfg: GanConfig, batch_size: int | None = None) -> float:
+    """Per-step EMA decay giving a half-life of ``cfg.ema_kimg`` thousand images."""
+    batch = cfg.batch_size if batch_size is None else batch_size
+    return 0.5 ** (batch / max(cfg.ema_kimg * 1000.0, 1e-8))
+
+
+# --- phases --------------------------------------------------------------------------------
+
+@dataclass
+class Phases:
+    """Compiled phases; each takes (state, real_batch, seed) and returns (state, logs)."""
+    g_main: Callable
+    g_reg: Callable
+    d_main: Callable
+    d_reg: Callable
+    ema: Callable  # (state) -> state
+    setup: LossSetup
+    g_reg_interval: int = G_REG_INTERVAL
+    d_reg_interval: int = D_REG_INTERVAL
+
+
+def phase_functions(G: keras.Model, D: keras.Model, cfg: GanConfig,
+                    augment_fn: AugmentFn | None = None, mixing_prob: float = 0.9,
+                    ema_batch: int | None = None) -> dict[str, Callable]:
+    """The uncompiled phase functions (``make_phases`` compiles them)."""
+    setup = LossSetup(G, D, augment_fn or no_augment, r1_gamma=cfg.gamma, mixing_prob=mixing_prob)
+    g_lr = adam_hparams(cfg.lr, G_REG_INTERVAL)
+    d_lr = adam_hparams(cfg.lr, D_REG_INTERVAL)
+
+    def g_main(state, reals, seed):
+        n = reals.shape[0]
+        f = autodiff.value_and_grad(
+            lambda g: setup.g_main(g, state["g_nt"], state["d"], state["d_nt"], n, state["aug_p"], seed),
+            has_aux=True)
+        (_, logs), grads = f(state["g"])
+        g, opt = adam_update(state["g"], grads, state["g_opt"], *g_lr)
+        return {**state, "g": g, "g_opt": opt}, logs
+
+    def g_reg(state, reals, seed):
+        n = reals.shape[0]
+
+        def loss(g):
+            pen, new_mean = setup.path_length(g, state["g_nt"], n, state["pl_mean"], seed)
+            return pen * (setup.pl_weight * G_REG_INTERVAL), (pen, new_mean)
+        (_, (pen, new_mean)), grads = autodiff.value_and_grad(loss, has_aux=True)(state["g"])
+        g, opt = adam_update(state["g"], grads, state["g_opt"], *g_lr)
+        return {**state, "g": g, "g_opt": opt, "pl_mean": new_mean}, {"pl_penalty": pen, "pl_mean": new_mean}
+
+    def d_main(state, reals, seed):
+        n = reals.shape[0]
+        fake, g_nt = setup.gen(state["g"], state["g_nt"], n, autodiff.fold_in(seed, 10), update_w_avg=True)
+        fake = ops.stop_gradient(fake)
+        f = autodiff.value_and_grad(
+            lambda d: setup.d_main(d, state["d_nt"], fake, reals, state["aug_p"], autodiff.fold_in(seed, 11)),
+            has_aux=True)
+        (_, logs), grads = f(state["d"])
+        d, opt = adam_update(state["d"], grads, state["d_opt"], *d_lr)
+        return {**state, "d": d, "d_opt": opt, "g_nt": g_nt}, logs
+
+    def d_reg(state, reals, seed):
+        def loss(d):
+            pen = setup.r1(d, state["d_nt"], reals, state["aug_p"], seed)
+            return pen * (setup.r1_gamma / 2.0 * D_REG_INTERVAL), pen
+        (_, pen), grads = autodiff.value_and_grad(loss, has_aux=True)(state["d"])
+        d, opt = adam_update(state["d"], grads, state["d_opt"], *d_lr)
+        return {**state, "d": d, "d_opt": opt}, {"r1_penalty": pen}
+
+    beta = ema_beta(cfg, ema_batch)
+
+    def ema(state):
+        g_ema = [p + (e - p) * beta for p, e in zip(state["g"], state["g_ema"])]
+        return {**state, "g_ema": g_ema, "g_ema_nt": [ops.copy(x) for x in state["g_nt"]]}
+
+    return {"g_main": g_main, "g_reg": g_reg, "d_main": d_main, "d_reg": d_reg, "ema": ema, "setup": setup}
+
+
+def make_phases(G: keras.Model, D: keras.Model, cfg: GanConfig, augment_fn: AugmentFn | None = None,
+                mixing_prob: float = 0.9, ema_batch: int | None = None, jit: bool = True) -> Phases:
+    """Compile the four phases and the EMA update for these models and hyper-parameters.
+
+    ``cfg.gamma`` is the R1 weight, ``cfg.lr`` the learning rate, ``cfg.ema_kimg`` the EMA
+    half-life (per step of ``ema_batch`` images, default ``cfg.batch_size``).
+    """
+    fns = phase_functions(G, D, cfg, augment_fn, mixing_prob, ema_batch)
+    wrap = autodiff.compile if jit else (lambda f: f)
+    return Phases(g_main=wrap(fns["g_main"]), g_reg=wrap(fns["g_reg"]), d_main=wrap(fns["d_main"]),
+                  d_reg=wrap(fns["d_reg"]), ema=wrap(fns["ema"]), setup=fns["setup"])
+
+
+# --- generation ----------------------------------------------------------------------------
+
+def synthesize(G: keras.Model, ema_vars: tuple[list, list], z, psi: float = 1.0,
+               cutoff: int | None = None, noise_mode: str = "const", seeds=None):
+    """Images ``[N, R, R, C]`` in about [-1, 1] from G_ema weights ``(trainable, non_trainable)``.
+
+    Each image depends only on its own z (and its own seed for ``noise_mode='random'``, where
+    ``seeds`` is ``[N, 2]``), never on the rest of the batch. Compile it with
+    ``autodiff.compile`` (psi, cutoff and noise_mode are static) for speed.
+    """
+    if noise_mode == "random" and (seeds is None or len(seeds.shape) != 2):
+        raise ValueError("synthesize: noise_mode='random' needs per-sample seeds of shape [N, 2]")
+    inputs = {"z": ops.convert_to_tensor(z, "float32")}
+    if seeds is not None:
+        inputs["seed"] = seeds
+    img, _ = G.stateless_call(list(ema_vars[0]), list(ema_vars[1]), inputs, psi=psi, cutoff=cutoff,
+                              noise_mode=noise_mode)
+    return img
