@@ -248,8 +248,16 @@ def _upsample(m: np.ndarray, size: int) -> np.ndarray:
     return np.array(Image.fromarray(m, mode="F").resize((size, size), Image.Resampling.BILINEAR))
 
 
+MIN_RENDER = 128
+"""Smaller images are rendered at this size and downsampled, as a real image would be: at a
+few pixels per speckle grain the texture would otherwise swamp the anatomy."""
+
+
 def render(lesion: dict[str, float], rng: np.random.Generator, size: int) -> np.ndarray:
     """Render one 8-bit B-mode image of the breast with the given lesion."""
+    if size < MIN_RENDER:
+        big = render(lesion, rng, MIN_RENDER)
+        return np.asarray(Image.fromarray(big).resize((size, size), Image.Resampling.LANCZOS))
     s = size
     # Tissue maps, attenuation and gain are smooth on the speckle scale: they are computed at
     # half resolution (4x fewer operations) and upsampled; point targets go in at full resolution.
