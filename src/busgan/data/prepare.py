@@ -45,7 +45,7 @@ def _check(cfg: DataConfig) -> None:
     if not 0 <= cfg.val_fraction < 1:
         raise BusganError(f"data.val_fraction: {cfg.val_fraction} is outside [0, 1); use e.g. 0.1")
     if cfg.near_duplicate_bits < 0:
-        raise BusganError(f"data.near_duplicate_bits: {cfg.near_duplicate_bits}; use 0 (exact only) or more")
+        raise BusganError(f"data.near_duplicate_bits: {cfg.near_duplicate_bits}; use 0 (identical perceptual hashes only) or more")
 
 
 def _process(task: tuple[int, Path, Path, DataConfig]) -> dict[str, Any]:
@@ -79,7 +79,10 @@ def _fingerprint(cfg: DataConfig, found: Found | None, phantom: PhantomConfig | 
     if phantom is not None:
         return config_hash({"data": keep, "phantom": phantom_record(phantom)["hash"]})
     assert found is not None
-    listing = [(it.rel, it.cls, *(lambda s: (s.st_size, s.st_mtime_ns))(it.path.stat())) for it in found.items]
+    listing = []
+    for it in found.items:
+        st = it.path.stat()
+        listing.append((it.rel, it.cls, st.st_size, st.st_mtime_ns))
     return config_hash({"data": keep, "root": str(found.root.resolve()), "layout": found.layout,
                         "files": listing})
 
