@@ -104,7 +104,9 @@ def test_test_stage_report_and_files(work: Path, capsys: pytest.CaptureFixture[s
 
 def test_init_starts_from_given_weights_and_per_class(work: Path, tmp_path: Path) -> None:
     init = work / "real" / "model.keras"
-    cfg = tiny_cfg(learning_rate=0.0, epochs=1, jit=False)  # no update: the result must equal the init weights
+    # learning rate 0: no update, so the result must equal the init weights. jit only on JAX
+    # (without it JAX runs op by op; TensorFlow runs a graph, and XLA compiles slowly there).
+    cfg = tiny_cfg(learning_rate=0.0, epochs=1, jit=keras.backend.backend() == "jax")
     path = train_classifier(work / "data" / "train", None, tmp_path / "ft", cfg, init=init, per_class=15)
     before = keras.saving.load_model(init, compile=False).get_layer("head_dense").get_weights()
     after = keras.saving.load_model(path, compile=False).get_layer("head_dense").get_weights()
@@ -166,6 +168,9 @@ def test_select_keeps_what_the_rule_says_and_resumes(tmp_path: Path, monkeypatch
     assert summary["malignant"]["accepted"] == 4 and summary["malignant"]["kept"] == 2
     rand = cselect.select_images(model, gen, tmp_path / "sel", SelectConfig(max_per_class=2, keep="random", seed=1))
     assert calls == [1] and rand["malignant"]["kept"] == 2
+    assert main(["select", "--model", str(model), "--generated", str(gen), "--out", str(tmp_path / "cli"),
+                 "--max-per-class", "3", "--keep", "random"]) == 0
+    assert read_json(tmp_path / "cli" / "select.json")["classes"]["malignant"]["kept"] == 3
 
 
 def test_bad_models_are_refused(tmp_path: Path, work: Path) -> None:

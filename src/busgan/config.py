@@ -66,7 +66,7 @@ class DataConfig:
 @dataclass
 class ClassifierConfig:
     """Stages 1 and 5: the InceptionResNetV2 classifier."""
-    backbone: str = opt("InceptionResNetV2", "any keras.applications model name, or 'tiny' (a 2-conv CNN for tests/demo)")
+    backbone: str = opt("InceptionResNetV2", "any keras.applications model name, or 'tiny' (a 4-conv CNN for tests/demo)")
     weights: str = opt("imagenet", "'imagenet', 'none', or a path to a local weights file")
     input_size: int = opt(256, "input side in pixels (RGB)")
     freeze_layers: int = opt(775, "first N layers frozen (except BatchNormalization) when pretrained")
