@@ -28,3 +28,15 @@ def test_failed_block_keeps_old_content_and_leaves_no_temp(tmp_path: Path) -> No
             raise RuntimeError("crash")
     assert read_json(target) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_stale_temporaries_removed(tmp_path: Path) -> None:
+    from busgan.fileio import remove_stale_temporaries
+    (tmp_path / "d").mkdir()
+    stale = tmp_path / "d" / ".model.keras.ab12_x9z.tmp"
+    stale.write_text("half")
+    keep = [tmp_path / "d" / "model.keras", tmp_path / ".gitignore", tmp_path / "d" / ".DIR.partial"]
+    for k in keep:
+        k.write_text("x")
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert not stale.exists() and all(k.exists() for k in keep)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,20 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+# The names atomic_path gives its temporary files: ".NAME.XXXXXXXX[SUFFIX]" (mkstemp's 8 chars).
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}(\..*)?$")
+
+
+def remove_stale_temporaries(root: str | os.PathLike[str]) -> int:
+    """Delete temporary files a killed process (SIGKILL skips ``finally``) left below ``root``."""
+    removed = 0
+    for path in Path(root).rglob(".*"):
+        if path.is_file() and TEMP_NAME.match(path.name):
+            path.unlink()
+            removed += 1
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from busgan import CLASSES
 from busgan.config import Config, config_hash
 from busgan.errors import BusganError
-from busgan.fileio import read_json, write_json
+from busgan.fileio import read_json, remove_stale_temporaries, write_json
 from busgan.versions import software_versions
 
 
@@ -257,6 +257,7 @@ def run_pipeline(cfg: Config, work: Path, only: int | None = None, until: int | 
     """Run (or resume) the stages; returns each run or skipped stage's record."""
     validate_paths(cfg)
     work.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(work)  # only one `busgan run` may use a work directory at a time
     last = len(STAGES) - 1 if until is None else until
     chosen = [s for s in STAGES if (only is None or s.number == only) and s.number <= last]
     if only is not None:
