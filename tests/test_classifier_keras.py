@@ -25,6 +25,8 @@ from busgan.fileio import read_json
 
 pytestmark = pytest.mark.keras
 SIZE = 32
+# jit only on JAX: without it JAX runs op by op, while TensorFlow runs a graph (XLA compiles slowly)
+JAX = keras.backend.backend() == "jax"
 
 
 def lesion_image(label: int, rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
@@ -50,7 +52,7 @@ def make_tree(root: Path, per_class: int, seed: int) -> Path:
 
 def tiny_cfg(**kw: object) -> ClassifierConfig:
     base = dict(backbone="tiny", weights="none", input_size=SIZE, head_units=32, batch_size=20,
-                epochs=6, patience=3, workers=2, seed=0)
+                epochs=6, patience=3, workers=2, seed=0, jit=JAX)
     base.update(kw)
     return ClassifierConfig(**base)  # type: ignore[arg-type]
 
@@ -64,7 +66,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_tree(work / "data" / "val", 10, seed=1)
     make_tree(work / "data" / "test", 20, seed=2)
     args = ["train-classifier", "--work", str(work), "--backbone", "tiny", "--weights", "none",
-            "--input-size", str(SIZE), "--head-units", "32", "--batch-size", "20", "--epochs", "6"]
+            "--input-size", str(SIZE), "--head-units", "32", "--batch-size", "20", "--epochs", "6",
+            "--jit" if JAX else "--no-jit"]
     assert main(args) == 0
     return work
 
@@ -104,9 +107,8 @@ def test_test_stage_report_and_files(work: Path, capsys: pytest.CaptureFixture[s
 
 def test_init_starts_from_given_weights_and_per_class(work: Path, tmp_path: Path) -> None:
     init = work / "real" / "model.keras"
-    # learning rate 0: no update, so the result must equal the init weights. jit only on JAX
-    # (without it JAX runs op by op; TensorFlow runs a graph, and XLA compiles slowly there).
-    cfg = tiny_cfg(learning_rate=0.0, epochs=1, jit=keras.backend.backend() == "jax")
+    # learning rate 0: no update, so the result must equal the init weights
+    cfg = tiny_cfg(learning_rate=0.0, epochs=1)
     path = train_classifier(work / "data" / "train", None, tmp_path / "ft", cfg, init=init, per_class=15)
     before = keras.saving.load_model(init, compile=False).get_layer("head_dense").get_weights()
     after = keras.saving.load_model(path, compile=False).get_layer("head_dense").get_weights()
