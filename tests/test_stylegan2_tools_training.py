@@ -95,17 +95,20 @@ def test_outputs_and_best(straight):
     assert list((straight / "logs").glob("events.out.tfevents.*"))
 
 
-def test_ada_p_rises_when_d_overfits(straight, data, tmp_path):
-    # 16 images: D soon tells them from the fakes, E[sign D(real)] > 0.6, so p goes up.
+def test_ada_p_rises_when_d_overfits(straight, tmp_path):
+    # 4 images and a weak R1: D soon tells them from the fakes (E[sign D(real)] > 0.6), so p
+    # rises from 0 and then holds r_t near the target.
     from busgan.stylegan2.training import train_gan
     m = meta(final(straight))
     assert float(arrays(final(straight))["aug_p"]) == pytest.approx(m["ada_p"])
+    tiny = make_images(tmp_path / "tiny", n=4)
     out = tmp_path / "long"
-    train_gan(data, out, dataclasses.replace(CFG, kimg=0.4, snapshot_kimg=0.4, tick_kimg=0.04),
+    train_gan(tiny, out, dataclasses.replace(CFG, kimg=2.4, snapshot_kimg=2.4, tick_kimg=0.16),
               log=lambda s: None)
-    stats = (out / "stats.csv").read_text()
-    m = meta(out / "snapshots" / "snapshot-000000400.npz")
-    assert m["ada_p"] > 0.1, stats
+    stats = (out / "stats.csv").read_text().splitlines()
+    col = stats[0].split(",").index("ada_p")
+    p = [float(r.split(",")[col]) for r in stats[1:]]
+    assert max(p) >= 0.2 and np.mean(p) > 0.05, stats
 
 
 def test_interrupted_then_resumed_equals_straight(straight, data, tmp_path):
@@ -187,19 +190,20 @@ def test_full_disk_keeps_last_snapshot(straight, data, tmp_path, monkeypatch):
                     reason="data parallelism uses JAX sharding; TensorFlow trains on one device")
 def test_two_devices_equal_one_device(straight, data, tmp_path):
     out = tmp_path / "two"
-    script = ("import sys, jax; from pathlib import Path; assert jax.device_count() == 2\n"
-              "from tests_helper import CFG\n" if False else "")
     code = (
         "import jax, sys\n"
         "assert jax.device_count() == 2, jax.devices()\n"
         "from pathlib import Path\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_stylegan2_tools_training import CFG\n"
+        "import numpy as np\n"
+        "from busgan.stylegan2.distributed import Devices\n"
+        "assert len(Devices(2).shard_batch(np.zeros((4, 2))).sharding.device_set) == 2\n"
         "from busgan.stylegan2.training import train_gan\n"
         f"train_gan(Path({str(data)!r}), Path({str(out)!r}), CFG, devices=2, log=print)\n")
-    del script
-    env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "BUSGAN_NO_PROGRESS": "1"}
+    # Optimisation level 0 compiles faster; the comparison then also spans XLA optimisations.
+    flags = "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": flags, "BUSGAN_NO_PROGRESS": "1"}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 x cpu" in r.stdout

@@ -230,4 +230,4 @@ def adjust_p(p: float, rt: float, n_images: int, target: float = 0.6, speed_kimg
         p += step
     elif rt < target:
         p -= step
-    return float(min(max(p, 0.0), 1.0))
+    return round(min(max(p, 0.0), 1.0), 12)  # no float drift around 0
