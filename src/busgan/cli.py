@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from busgan import __version__
 from busgan.errors import BusganError
@@ -50,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     os.environ.setdefault("KERAS_BACKEND", "jax")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+    # JAX's persistent compilation cache: a resumed or repeated run skips XLA compilation
+    # (on a CPU that is most of a short run's time: 3m40 -> 1m12 for the tiny test pipeline).
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_home / "busgan" / "jax"))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
