@@ -9,10 +9,11 @@ from __future__ import annotations
 import keras
 
 if keras.backend.backend() == "jax":
-    from busgan.stylegan2.autodiff.jax import compile, input_grad, normal, uniform, value_and_grad
+    from busgan.stylegan2.autodiff.jax import (compile, device_info, input_grad, normal, uniform,
+                                               value_and_grad)
 elif keras.backend.backend() == "tensorflow":
-    from busgan.stylegan2.autodiff.tensorflow import (compile, input_grad, normal, uniform,
-                                                      value_and_grad)
+    from busgan.stylegan2.autodiff.tensorflow import (compile, device_info, input_grad, normal,
+                                                      uniform, value_and_grad)
 else:  # pragma: no cover
     from busgan.errors import BusganError
     raise BusganError(f"KERAS_BACKEND={keras.backend.backend()}: StyleGAN2 needs 'jax' or 'tensorflow'")
@@ -59,4 +60,4 @@ def seed_tensor(seed):
     return keras.ops.convert_to_tensor(seed_array(seed))
 
 
-__all__ = ["compile", "fold_in", "input_grad", "normal", "seed_array", "seed_tensor", "uniform", "value_and_grad"]
+__all__ = ["compile", "device_info", "fold_in", "input_grad", "normal", "seed_array", "seed_tensor", "uniform", "value_and_grad"]

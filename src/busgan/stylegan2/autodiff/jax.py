@@ -43,3 +43,11 @@ def uniform(shape: tuple[int, ...], seed: Any, dtype: str = "float32") -> Any:
     if seed.ndim == 2:
         return jax.vmap(lambda s: jax.random.uniform(_key(s), tuple(shape[1:]), dtype))(seed)
     return jax.random.uniform(_key(seed), tuple(shape), dtype)
+
+
+def device_info() -> dict[str, Any]:
+    """The first device's name and peak memory in bytes (None where the device reports none)."""
+    dev = jax.devices()[0]
+    stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
+    peak = (stats or {}).get("peak_bytes_in_use")
+    return {"device": f"{dev.platform}:{getattr(dev, 'device_kind', '')}", "peak_bytes": peak}

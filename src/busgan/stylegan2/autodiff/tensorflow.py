@@ -53,3 +53,14 @@ def uniform(shape: tuple[int, ...], seed: Any, dtype: str = "float32") -> Any:
         return tf.map_fn(lambda s: tf.random.stateless_uniform(tuple(shape[1:]), s, dtype=dtype),
                          seed, fn_output_signature=tf.as_dtype(dtype))
     return tf.random.stateless_uniform(tuple(shape), seed, dtype=dtype)
+
+
+def device_info() -> dict[str, Any]:
+    """The first device's name and peak memory in bytes (None where the device reports none)."""
+    gpus = tf.config.list_logical_devices("GPU")
+    name = gpus[0].name if gpus else "/device:CPU:0"
+    try:
+        peak = tf.config.experimental.get_memory_info(name.replace("/device:", ""))["peak"]
+    except (ValueError, KeyError, RuntimeError):
+        peak = None
+    return {"device": name, "peak_bytes": peak}
