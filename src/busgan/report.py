@@ -1,0 +1,286 @@
+"""The final report of `busgan run`: report.md and a self-contained report.html.
+
+Both are rendered from one list of blocks (headings, paragraphs, tables, preformatted text,
+images), so they always say the same thing. The HTML embeds its images as data URIs and
+can be mailed as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from busgan import CLASSES
+from busgan.config import Config
+from busgan.fileio import atomic_write_text, read_json
+
+
+@dataclass
+class Document:
+    """A report as blocks: ("h", level, text), ("p", text), ("table", header, rows),
+    ("pre", text), ("img", path, caption)."""
+
+    blocks: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(("h", level, text))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def table(self, header: list[str], rows: list[list[Any]]) -> None:
+        self.blocks.append(("table", header, [[_cell(c) for c in r] for r in rows]))
+
+    def pre(self, text: str) -> None:
+        self.blocks.append(("pre", text))
+
+    def img(self, path: Path, caption: str) -> None:
+        if path.is_file():
+            self.blocks.append(("img", path, caption))
+
+    def markdown(self, base: Path) -> str:
+        out: list[str] = []
+        for b in self.blocks:
+            if b[0] == "h":
+                out.append(f"{'#' * b[1]} {b[2]}\n")
+            elif b[0] == "p":
+                out.append(f"{b[1]}\n")
+            elif b[0] == "table":
+                out.append("| " + " | ".join(b[1]) + " |")
+                out.append("|" + "---|" * len(b[1]))
+                out.extend("| " + " | ".join(r) + " |" for r in b[2])
+                out.append("")
+            elif b[0] == "pre":
+                out.append(f"```\n{b[1].rstrip()}\n```\n")
+            elif b[0] == "img":
+                out.append(f"![{b[2]}]({b[1].relative_to(base).as_posix()})\n\n*{b[2]}*\n")
+        return "\n".join(out)
+
+    def html(self, title: str) -> str:
+        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+               "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
+               "line-height:1.45;padding:0 1em}table{border-collapse:collapse;margin:.5em 0}"
+               "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}"
+               "td:first-child{text-align:left}pre{background:#f6f6f6;padding:.6em;overflow:auto}"
+               "img{max-width:100%}figure{margin:1em 0}figcaption{color:#555}</style></head><body>"]
+        for b in self.blocks:
+            if b[0] == "h":
+                out.append(f"<h{b[1]}>{html.escape(b[2])}</h{b[1]}>")
+            elif b[0] == "p":
+                out.append(f"<p>{_inline_html(b[1])}</p>")
+            elif b[0] == "table":
+                out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in b[1]) + "</tr>")
+                out.extend("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in r) + "</tr>"
+                           for r in b[2])
+                out.append("</table>")
+            elif b[0] == "pre":
+                out.append(f"<pre>{html.escape(b[1])}</pre>")
+            elif b[0] == "img":
+                data = base64.b64encode(b[1].read_bytes()).decode("ascii")
+                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(b[2])}'>"
+                           f"<figcaption>{html.escape(b[2])}</figcaption></figure>")
+        out.append("</body></html>")
+        return "\n".join(out)
+
+
+def _inline_html(text: str) -> str:
+    """Escape, then turn Markdown **bold** into <b> (the only inline markup the report uses)."""
+    parts = html.escape(text).split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
+    return str(value)
+
+
+def _load(path: Path) -> Any:
+    return read_json(path) if path.is_file() else None
+
+
+def _records(work: Path) -> dict[str, dict[str, Any]]:
+    from busgan.pipeline import STAGES, read_record
+    return {s.name: r for s in STAGES if (r := read_record(work, s))}
+
+
+def _count_images(folder: Path) -> int:
+    return sum(1 for p in folder.glob("*") if p.suffix.lower() in (".png", ".bmp", ".jpg", ".jpeg"))
+
+
+def build_document(cfg: Config, work: Path) -> Document:
+    """Assemble the report from the files the stages wrote."""
+    doc = Document()
+    records = _records(work)
+    stats = _load(work / "stats" / "stats.json") or {}
+    real = _load(work / "real" / "test" / "metrics.json") or {}
+    syn = _load(work / "synthetic" / "test" / "metrics.json") or {}
+    prep = _load(work / "data" / "prepare.json") or {}
+
+    doc.h(1, "busgan report: real- vs synthetic-trained classifier")
+    if cfg.data.source == "phantom":
+        doc.p("**Data: simulated phantom images** (busgan phantom), not patient images; "
+              "the figures below say nothing about clinical performance.")
+    else:
+        doc.p(f"Data: {cfg.data.source}")
+    doc.p(_verdict(stats, real, syn, cfg.compare.alpha))
+
+    doc.h(2, "Dataset (stage 0)")
+    counts = prep.get("counts", {})
+    if counts:
+        rows = [[split] + [counts.get(split, {}).get(c, 0) for c in CLASSES]
+                + [sum(counts.get(split, {}).get(c, 0) for c in CLASSES)] for split in ("train", "val", "test")]
+        doc.table(["split", *CLASSES, "total"], rows)
+    dups = prep.get("duplicates")
+    if dups is not None:
+        doc.p(f"Duplicates found (kept in one split each): {_describe(dups)}.")
+
+    doc.h(2, "Images used by each stage")
+    doc.table(["stage", "images"], _usage_rows(cfg, work, records))
+    doc.p("The GANs, the FID reference set and the selection used training images only; "
+          "no test image was seen before stage 6.")
+
+    doc.h(2, "Test results on the same real test images (stage 6)")
+    doc.table(["", "real-trained", "synthetic-trained"],
+              [[k, real.get(k, "-"), syn.get(k, "-")] for k in ("accuracy", "auc")])
+    for name in ("real", "synthetic"):
+        text = work / name / "test" / "report.txt"
+        if text.is_file():
+            doc.h(3, f"{name}-trained classifier, the paper's printout")
+            doc.pre(text.read_text())
+
+    doc.h(2, "Statistical comparison (stage 7)")
+    stats_md = work / "stats" / "stats.md"
+    if stats_md.is_file():
+        doc.pre(stats_md.read_text())
+    doc.img(work / "stats" / "roc_overlay.png", "ROC curves of both classifiers on the test images")
+
+    doc.h(2, "Generated images next to real ones (stages 2-3)")
+    for cls in CLASSES:
+        for path, caption in _grids(work, cls):
+            doc.img(path, caption)
+
+    doc.h(2, "FID per snapshot (stage 2)")
+    for cls in CLASSES:
+        fid = work / "stylegan2" / cls / "fid.csv"
+        if fid.is_file():
+            with open(fid, newline="") as f:
+                rows = list(csv.reader(f))
+            if rows:
+                doc.h(3, cls)
+                doc.table(rows[0], rows[1:])
+        best = _load(work / "stylegan2" / cls / "best.json")
+        if best:
+            doc.p(f"{cls}: best snapshot {_describe(best)}")
+
+    doc.h(2, "Selection by the real-trained classifier (stage 4)")
+    sel = records.get("select", {}).get("summary", {})
+    if sel:
+        doc.pre(_pretty(sel))
+
+    doc.h(2, "Time per stage")
+    doc.table(["stage", "seconds"], [[name, rec.get("seconds", "-")] for name, rec in records.items()])
+    doc.p(f"Total: {sum(float(r.get('seconds', 0)) for r in records.values()):.0f} s "
+          "(stages run in earlier invocations included).")
+
+    doc.h(2, "Software")
+    versions = next(iter(records.values()), {}).get("versions", {}) if records else {}
+    doc.table(["package", "version"], [[k, v] for k, v in versions.items()])
+    return doc
+
+
+def _verdict(stats: dict[str, Any], real: dict[str, Any], syn: dict[str, Any], alpha: float) -> str:
+    if not stats:
+        return "The comparison has not run yet."
+    d, m = stats.get("delong", {}), stats.get("mcnemar", {})
+    auc_a, auc_b, p_d, p_m = d.get("auc_a"), d.get("auc_b"), d.get("p"), m.get("exact_p")
+    if None in (auc_a, auc_b, p_m):
+        return "The comparison's result file is incomplete."
+    if p_d is None:  # zero variance of the AUC difference: DeLong is undefined (stats notes say why)
+        p_d = float("nan")
+    acc = f"accuracy {real.get('accuracy', float('nan')):.3f} vs {syn.get('accuracy', float('nan')):.3f}; " if real and syn else ""
+    sig = ("**significantly different**" if min(p for p in (p_d, p_m) if p == p) < alpha else
+           "**not significantly different**")
+    return (f"**Result:** real-trained AUC {auc_a:.4f} vs synthetic-trained AUC {auc_b:.4f} "
+            f"(DeLong p = {p_d:.4g}); {acc}McNemar exact p = {p_m:.4g}. At alpha = {alpha} the "
+            f"two classifiers are {sig}.")
+
+
+def _usage_rows(cfg: Config, work: Path, records: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    data = work / "data"
+    rows: list[list[Any]] = []
+    for cls in CLASSES:
+        rows.append([f"classifier on real images, GAN and FID reference: train/{cls}",
+                     _count_images(data / "train" / cls)])
+    for cls in CLASSES:
+        rows.append([f"validation of the real classifier: val/{cls}", _count_images(data / "val" / cls)])
+    for cls in CLASSES:
+        rows.append([f"generated {cls}", _count_images(work / "sgan_out" / cls)])
+    for cls in CLASSES:
+        rows.append([f"selected {cls}", _count_images(work / "selected" / cls)])
+    rounds = records.get("train-synthetic", {}).get("summary", {}).get("rounds", [])
+    for r in rounds:
+        rows.append([f"synthetic classifier round {r['round']} (per class {cfg.synthetic.per_class})",
+                     r.get("images", "-")])
+    for cls in CLASSES:
+        rows.append([f"test (both classifiers): test/{cls}", _count_images(data / "test" / cls)])
+    return rows
+
+
+def _grids(work: Path, cls: str) -> list[tuple[Path, str]]:
+    out = []
+    for path in (work / "report_assets" / f"real_{cls}.png", work / "sgan_out" / cls / "grid.png",
+                 work / "report_assets" / f"generated_{cls}.png"):
+        if path.is_file():
+            out.append((path, f"{cls}: {'real training images' if 'real_' in path.name else 'generated images'}"))
+    return out
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_describe(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return f"{len(value)} groups" if value and isinstance(value[0], (list, dict)) else str(value)
+    return str(value)
+
+
+def _pretty(value: Any) -> str:
+    import json
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def write_real_grids(work: Path, n: int = 16) -> None:
+    """Contact sheets of real training images, the same count as the generated grids."""
+    from PIL import Image
+    for cls in CLASSES:
+        files = sorted((work / "data" / "train" / cls).glob("*.png"))[:n]
+        gen = sorted((work / "sgan_out" / cls).glob("seed*.png"))[:n]
+        for name, group in (("real", files), ("generated", gen)):
+            if not group:
+                continue
+            images = [Image.open(f).convert("L") for f in group]
+            side = images[0].size[0]
+            cols = 8
+            rows = (len(images) + cols - 1) // cols
+            sheet = Image.new("L", (cols * side, rows * side))
+            for i, im in enumerate(images):
+                sheet.paste(im.resize((side, side)), ((i % cols) * side, (i // cols) * side))
+            target = work / "report_assets" / f"{name}_{cls}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            from busgan.fileio import atomic_path
+            with atomic_path(target) as tmp:
+                sheet.save(tmp, format="PNG")
+
+
+def write_report(cfg: Config, work: Path) -> tuple[Path, Path]:
+    """Write report.md and report.html in the work directory."""
+    write_real_grids(work)
+    doc = build_document(cfg, work)
+    md, page = work / "report.md", work / "report.html"
+    atomic_write_text(md, doc.markdown(work))
+    atomic_write_text(page, doc.html("busgan report"))
+    return md, page
