@@ -232,12 +232,10 @@ def _usage_rows(cfg: Config, work: Path, records: dict[str, dict[str, Any]]) -> 
 
 
 def _grids(work: Path, cls: str) -> list[tuple[Path, str]]:
-    out = []
-    for path in (work / "report_assets" / f"real_{cls}.png", work / "sgan_out" / cls / "grid.png",
-                 work / "report_assets" / f"generated_{cls}.png"):
-        if path.is_file():
-            out.append((path, f"{cls}: {'real training images' if 'real_' in path.name else 'generated images'}"))
-    return out
+    """The real and generated contact sheets written by ``write_real_grids``."""
+    assets = work / "report_assets"
+    return [(assets / f"real_{cls}.png", f"{cls}: real training images"),
+            (assets / f"generated_{cls}.png", f"{cls}: generated images (seeds 1-16)")]
 
 
 def _describe(value: Any) -> str:
@@ -254,7 +252,7 @@ def _pretty(value: Any) -> str:
 
 
 def write_real_grids(work: Path, n: int = 16) -> None:
-    """Contact sheets of real training images, the same count as the generated grids."""
+    """Contact sheets of real training images and generated ones, side by side in the report."""
     from PIL import Image
     for cls in CLASSES:
         files = sorted((work / "data" / "train" / cls).glob("*.png"))[:n]
