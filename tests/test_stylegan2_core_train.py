@@ -106,3 +106,16 @@ def test_tiny_gan_learns_discs(gan, capsys):
     assert fd_after < 0.5 * fd_before
     gap = np.abs(before.mean(0) - real.mean(0)), np.abs(after.mean(0) - real.mean(0))
     assert gap[1][1] < 0.5 * gap[0][1]  # pixel std
+
+
+def test_state_round_trips_through_named_arrays(gan):
+    from busgan.stylegan2.steps import load_state_into, state_from_numpy
+    G, D, _ = gan
+    state = init_state(G, D)
+    arrays = state_to_numpy(state)
+    assert "g/0" in arrays and "d_opt/v/0" in arrays and arrays["pl_mean"].shape == ()
+    back = state_to_numpy(state_from_numpy({k: v + 1 for k, v in arrays.items()}, like=state))
+    assert all(np.array_equal(back[k], arrays[k] + 1) for k in arrays)
+    G2, D2 = build_generator(CFG, seed=9), build_discriminator(CFG, seed=9)
+    load_state_into(state, G2, D2)
+    np.testing.assert_array_equal(ops.convert_to_numpy(G2.trainable_variables[0]), arrays["g/0"])

@@ -18,7 +18,7 @@ from keras import ops
 from busgan.config import GanConfig
 from busgan.errors import BusganError
 from busgan.stylegan2 import autodiff
-from busgan.stylegan2.ops import (bias_act, conv2d_resample, downsample2d, minibatch_stddev,
+from busgan.stylegan2.ops import (bias_act, conv2d_resample, minibatch_stddev,
                                   modulated_conv2d, normalize_2nd_moment, upsample2d)
 
 NUM_MIXED_RES = 4  # like NVlabs' num_fp16_res: reduced precision on the 4 highest resolutions
