@@ -66,7 +66,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_tree(work / "data" / "val", 10, seed=1)
     make_tree(work / "data" / "test", 20, seed=2)
     args = ["train-classifier", "--work", str(work), "--backbone", "tiny", "--weights", "none",
-            "--input-size", str(SIZE), "--head-units", "32", "--batch-size", "20", "--epochs", "6",
+            "--input-size", str(SIZE), "--head-units", "32", "--batch-size", "20", "--epochs", "8",
             "--jit" if JAX else "--no-jit"]
     assert main(args) == 0
     return work
@@ -80,7 +80,7 @@ def test_training_writes_outputs_and_learns(work: Path) -> None:
     assert record["counts"] == {"train": {"benign": 40, "malignant": 40},
                                 "val": {"benign": 10, "malignant": 10}}
     assert record["val_source"] == "val_dir"
-    # 6 epochs of 80 images reach a validation AUC near 1 (0.5 is chance)
+    # 8 epochs of 80 images reach a validation AUC of 0.99 (JAX) or 1.0 (TensorFlow); chance is 0.5
     assert record["val_auc"] >= 0.9, record["val_auc"]
     with open(out / "history.csv") as f:
         rows = list(csv.DictReader(f))
@@ -173,6 +173,8 @@ def test_select_keeps_what_the_rule_says_and_resumes(tmp_path: Path, monkeypatch
     assert main(["select", "--model", str(model), "--generated", str(gen), "--out", str(tmp_path / "cli"),
                  "--max-per-class", "3", "--keep", "random"]) == 0
     assert read_json(tmp_path / "cli" / "select.json")["classes"]["malignant"]["kept"] == 3
+    with pytest.raises(BusganError, match="output folder is the generated folder"):
+        cselect.select_images(model, gen, gen, SelectConfig())
 
 
 def test_bad_models_are_refused(tmp_path: Path, work: Path) -> None:

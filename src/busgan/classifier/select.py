@@ -107,6 +107,9 @@ def select_images(model_path: Path, generated_dir: Path, out_dir: Path, cfg: Sel
     ``out_dir/select.json``; returns generated / accepted / kept counts and rates per class.
     """
     model_path, generated_dir, out_dir = Path(model_path), Path(generated_dir), Path(out_dir)
+    if out_dir.resolve() == generated_dir.resolve():
+        raise BusganError(f"{out_dir}: the output folder is the generated folder (selection removes "
+                          "images it does not keep there); give another --out")
     model = load_classifier(model_path)
     files, labels = scan_classes(generated_dir, require_all=False)
     rel = [f.relative_to(generated_dir).as_posix() for f in files]
