@@ -60,7 +60,6 @@ def tiny_cfg(**kw: object) -> ClassifierConfig:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """WORK/data/{train,val,test} and a model trained on it through the CLI."""
-    os.environ["BUSGAN_NO_PROGRESS"] = "1"
     work = tmp_path_factory.mktemp("work")
     make_tree(work / "data" / "train", 40, seed=0)
     make_tree(work / "data" / "val", 10, seed=1)
@@ -68,8 +67,15 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     args = ["train-classifier", "--work", str(work), "--backbone", "tiny", "--weights", "none",
             "--input-size", str(SIZE), "--head-units", "32", "--batch-size", "20", "--epochs", "8",
             "--jit" if JAX else "--no-jit"]
-    assert main(args) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BUSGAN_NO_PROGRESS", "1")
+        assert main(args) == 0
     return work
+
+
+@pytest.fixture(autouse=True)
+def no_progress_bars(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUSGAN_NO_PROGRESS", "1")
 
 
 def test_training_writes_outputs_and_learns(work: Path) -> None:
