@@ -231,6 +231,10 @@ def test_bad_inputs_are_one_line_errors(data, tmp_path):
         train_gan(data, other, CFG)
     with pytest.raises(BusganError, match="--resume auto"):
         train_gan(data, other, CFG, resume=False)
+    snapshot.save_snapshot(other / "snapshots" / snapshot.snapshot_name(8), {"g": [np.zeros(1)]},
+                           {"gan": dataclasses.asdict(dataclasses.replace(CFG, batch_size=8))})
+    with pytest.raises(BusganError, match="batch_size=8, now 4"):
+        train_gan(data, other, CFG)
 
     mixed = tmp_path / "mixed"
     mixed.mkdir()

@@ -265,6 +265,9 @@ def train_gan(data_dir: Path, out_dir: Path, cfg: GanConfig, resume: bool = True
     if latest is not None:  # check the config before spending minutes compiling
         saved, meta = snap.read_snapshot(latest)
         changed = snap.check_config(meta, cfg, str(latest))
+        if meta["gan"].get("batch_size") != cfg.batch_size:  # the step counter counts batches
+            raise BusganError(f"{latest}: written with gan.batch_size={meta['gan'].get('batch_size')}, "
+                              f"now {cfg.batch_size}; resume with the same batch size or use a new --out")
     G, D, phases, sample, synth = _compiled(cfg, dev)
     template = steps.init_state(G, D)
     tree: Any = template
