@@ -101,7 +101,8 @@ def _train_synthetic(ctx: Context) -> dict[str, Any]:
             model = out / "model.keras"  # this round finished before an interruption
         else:
             # A fresh random draw of per_class images each round, as in the paper's cascade.
-            cfg = dataclasses.replace(ctx.cfg.classifier, seed=ctx.cfg.classifier.seed + r - 1)
+            cfg = dataclasses.replace(ctx.cfg.classifier, seed=ctx.cfg.classifier.seed + r - 1,
+                                      val_fraction=syn.val_fraction)
             model = train_classifier(ctx.work / "selected", None, out, cfg, init=init,
                                      per_class=syn.per_class)
         rounds.append({"round": r, "model": str(model.relative_to(ctx.work)),
