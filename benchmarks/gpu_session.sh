@@ -14,16 +14,16 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 t() { local s=$SECONDS; "$@"; echo "[time] $((SECONDS - s)) s: $*"; }
 if [ "$part" = probe ]; then
   python3 -m busgan phantom --out /tmp/ph256 --n-per-class 300 --size 256 | tail -1
-  t timeout 230 python3 -m busgan train-gan --data /tmp/ph256/benign --out /tmp/g256 --cfg e \
-      --resolution 256 --channels 1 --batch-size 32 --kimg 2.5 --tick-kimg 0.5 --snapshot-kimg 2.5 \
+  t timeout 170 python3 -m busgan train-gan --data /tmp/ph256/benign --out /tmp/g256 --cfg e \
+      --resolution 256 --channels 1 --batch-size 32 --kimg 2 --tick-kimg 0.5 --snapshot-kimg 2 \
       --precision mixed_bfloat16 --gamma 100 --fid-images 500 2>&1 | tee "$OUT/train_gan_256.log"
-  t timeout 90 python3 -m busgan generate --network /tmp/g256 --seeds 1-4000 --trunc 1.6 \
+  t timeout 60 python3 -m busgan generate --network /tmp/g256 --seeds 1-2000 --trunc 1.6 \
       --out /tmp/gen256 --batch-size 64 2>&1 | tail -3 | tee "$OUT/generate_256.log"
   python3 -m busgan phantom --out /tmp/ph64 --n-per-class 300 --size 64 | tail -1
-  t timeout 120 python3 -m busgan train-gan --config configs/gpu-phantom.toml --data /tmp/ph64/benign \
-      --out /tmp/g64 --kimg 4 --tick-kimg 1 --snapshot-kimg 4 2>&1 | tee "$OUT/train_gan_64.log"
-  t timeout 200 python3 benchmarks/classifier_speed.py --steps 20 2>&1 | grep -v -i warn | tee "$OUT/irv2.txt"
+  t timeout 80 python3 -m busgan train-gan --config configs/gpu-phantom.toml --data /tmp/ph64/benign \
+      --out /tmp/g64 --kimg 3 --tick-kimg 1 --snapshot-kimg 3 2>&1 | tee "$OUT/train_gan_64.log"
+  t timeout 90 python3 benchmarks/classifier_speed.py --steps 20 --policies mixed_bfloat16 2>&1 | grep -v -i warn | tee "$OUT/irv2.txt"
 else
-  t timeout 570 python3 -m busgan run configs/gpu-phantom.toml --work /tmp/gp "$@" 2>&1 | tee "$OUT/pipeline.log"
+  t timeout 400 python3 -m busgan run configs/gpu-phantom.toml --work /tmp/gp "$@" 2>&1 | tee "$OUT/pipeline.log"
   cp /tmp/gp/report.md /tmp/gp/stats/stats.json "$OUT/" 2>/dev/null
 fi
