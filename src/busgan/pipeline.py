@@ -22,7 +22,7 @@ from typing import Any
 from busgan import CLASSES
 from busgan.config import Config, config_hash
 from busgan.errors import BusganError
-from busgan.fileio import read_json, remove_stale_temporaries, write_json
+from busgan.fileio import read_json, remove_stale_temporaries, sha256_file, write_json
 from busgan.versions import software_versions
 
 
@@ -174,14 +174,6 @@ STAGES: tuple[Stage, ...] = (
 
 # --- records and resume ---------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def outputs_hash(stage: Stage, work: Path) -> str | None:
     """A digest of the stage's outputs; None when any is missing.
 
@@ -191,7 +183,7 @@ def outputs_hash(stage: Stage, work: Path) -> str | None:
     h = hashlib.sha256()
     for path in stage.outputs(work):
         if path.is_file():
-            h.update(f"{path.relative_to(work)}:{_sha256(path)}".encode())
+            h.update(f"{path.relative_to(work)}:{sha256_file(path)}".encode())
         elif path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
             if not files:

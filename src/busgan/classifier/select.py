@@ -9,7 +9,6 @@ away when the model file changes.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 import shutil
@@ -24,21 +23,12 @@ from busgan.classifier.evaluate import predict_files
 from busgan.classifier.model import load_classifier
 from busgan.config import SelectConfig
 from busgan.errors import BusganError
-from busgan.fileio import atomic_path, atomic_write_text, read_json, write_json
+from busgan.fileio import atomic_path, sha256_file, atomic_write_text, read_json, write_json
 from busgan.progress import progress
 
 CHUNK = 2048
 """Images scored between two saves of scores.csv."""
 SCORE_COLUMNS = ["file", "class", "pred_label", *(f"prob_{c}" for c in CLASSES), "kept"]
-
-
-def file_sha256(path: Path) -> str:
-    """Content hash of the model, so that scores of another model are never reused."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_scores(path: Path) -> dict[str, np.ndarray]:
@@ -115,7 +105,7 @@ def select_images(model_path: Path, generated_dir: Path, out_dir: Path, cfg: Sel
     rel = [f.relative_to(generated_dir).as_posix() for f in files]
     out_dir.mkdir(parents=True, exist_ok=True)
     record_path, scores_path = out_dir / "select.json", out_dir / "scores.csv"
-    model_hash = file_sha256(model_path)
+    model_hash = sha256_file(model_path)
     previous = read_json(record_path) if record_path.is_file() else {}
     scores = read_scores(scores_path) if previous.get("model_sha256") == model_hash else {}
     write_json(record_path, {**previous, "model_sha256": model_hash})

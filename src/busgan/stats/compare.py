@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from numpy.typing import ArrayLike, NDArray
 from busgan import CLASSES, __version__
 from busgan.config import CompareConfig
 from busgan.errors import BusganError
-from busgan.fileio import atomic_write_text, write_json
+from busgan.fileio import atomic_write_text, sha256_file, write_json
 from busgan.stats._checks import binary_labels, check_alpha, finite_scores
 from busgan.stats.bootstrap import bootstrap_auc_diff
 from busgan.stats.delong import delong_test
@@ -185,14 +184,6 @@ def compare_arrays(y_true: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike, scor
     }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def compare_predictions(a: Path, b: Path, out_dir: Path, cfg: CompareConfig,
                         names: tuple[str, str] = ("real", "synthetic")) -> dict[str, Any]:
     """Stage 7 for the pipeline: read, match, test; write stats.json, stats.md, roc_overlay.png.
@@ -211,7 +202,7 @@ def compare_predictions(a: Path, b: Path, out_dir: Path, cfg: CompareConfig,
                           "both classes, so test both models on a set with benign and malignant images")
     result = compare_arrays(pa.y_true, pa.y_pred, pb.y_pred, pa.score, pb.score, alpha=cfg.alpha,
                             bootstrap=cfg.bootstrap, seed=cfg.seed, names=names)
-    result["inputs"] = {k: {"path": str(p.path), "sha256": _sha256(p.path)}
+    result["inputs"] = {k: {"path": str(p.path), "sha256": sha256_file(p.path)}
                         for k, p in (("a", pa), ("b", pb))}
     result["config"] = dataclasses.asdict(cfg)
     out = Path(out_dir)
