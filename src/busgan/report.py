@@ -38,6 +38,25 @@ class Document:
     def pre(self, text: str) -> None:
         self.blocks.append(("pre", text))
 
+    def include_markdown(self, text: str, level_offset: int) -> None:
+        """Add a Markdown text of headings, paragraphs, lists and tables (as stats.md writes)
+        as blocks, headings moved down ``level_offset`` levels; its image links are dropped."""
+        table: list[list[str]] = []
+        for line in text.splitlines() + [""]:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if line.startswith("|"):
+                if not set(line.replace("|", "").strip()) <= set("-: "):  # skip the |---| rule
+                    table.append(cells)
+                continue
+            if table:
+                self.table(table[0], table[1:])
+                table = []
+            if line.startswith("#"):
+                hashes = len(line) - len(line.lstrip("#"))
+                self.h(min(hashes + level_offset, 6), line[hashes:].strip())
+            elif line.strip() and not line.startswith("!["):
+                self.p(line.strip())
+
     def img(self, path: Path, caption: str) -> None:
         if path.is_file():
             self.blocks.append(("img", path, caption))
@@ -156,7 +175,7 @@ def build_document(cfg: Config, work: Path) -> Document:
     doc.h(2, "Statistical comparison (stage 7)")
     stats_md = work / "stats" / "stats.md"
     if stats_md.is_file():
-        doc.pre(stats_md.read_text())
+        doc.include_markdown(stats_md.read_text(), level_offset=2)
     doc.img(work / "stats" / "roc_overlay.png", "ROC curves of both classifiers on the test images")
 
     doc.h(2, "Generated images next to real ones (stages 2-3)")

@@ -1,0 +1,41 @@
+"""The report's document model: one set of blocks rendered as Markdown and as HTML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from busgan.report import Document
+
+STATS_MD = """# Comparison: a vs b
+
+Some text.
+
+| model | AUC |
+|---|---|
+| a | 0.78 |
+| b | 0.67 |
+
+![ROC](roc.png)
+"""
+
+
+def test_included_markdown_becomes_blocks() -> None:
+    doc = Document()
+    doc.include_markdown(STATS_MD, level_offset=2)
+    assert doc.blocks == [("h", 3, "Comparison: a vs b"), ("p", "Some text."),
+                          ("table", ["model", "AUC"], [["a", "0.78"], ["b", "0.67"]])]
+
+
+def test_markdown_and_html_say_the_same(tmp_path: Path) -> None:
+    png = tmp_path / "x.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n")
+    doc = Document()
+    doc.h(1, "Title")
+    doc.p("**Result:** <b> & co")
+    doc.table(["k", "v"], [["auc", 0.5]])
+    doc.img(png, "a plot")
+    doc.img(tmp_path / "missing.png", "never shown")
+    md, html = doc.markdown(tmp_path), doc.html("t")
+    assert "# Title" in md and "| auc | 0.5000 |" in md and "![a plot](x.png)" in md
+    assert "<b>Result:</b> &lt;b&gt; &amp; co" in html and "<td>0.5000</td>" in html
+    assert "data:image/png;base64," in html and "never shown" not in md + html
