@@ -6,11 +6,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 export BUSGAN_NO_PROGRESS=1 TF_CPP_MIN_LOG_LEVEL=2
-# One JAX compilation cache for this test run: tests that build the same networks reuse the
-# compiled programs instead of recompiling them (most of the suite's time on a CPU).
-JAX_COMPILATION_CACHE_DIR="$(mktemp -d)"
-export JAX_COMPILATION_CACHE_DIR
-trap 'rm -rf "$JAX_COMPILATION_CACHE_DIR"' EXIT
 status=0
 echo "== pytest, KERAS_BACKEND=jax (all tests)"
 KERAS_BACKEND=jax "$PY" -m pytest -q -p no:cacheprovider "$@" || status=1
