@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 from busgan import CLASSES
 from busgan.config import Config, config_hash
 from busgan.errors import BusganError
-from busgan.fileio import read_json, remove_stale_temporaries, sha256_file, write_json
+from busgan.fileio import atomic_path, read_json, remove_stale_temporaries, sha256_file, write_json
 from busgan.versions import software_versions
 
 
@@ -109,7 +110,7 @@ def _train_synthetic(ctx: Context) -> dict[str, Any]:
                        "images": syn.per_class * len(CLASSES) * r, **_train_summary(out)})
         init = model
     final = ctx.work / "synthetic" / "model.keras"
-    _link_or_copy(init, final)  # type: ignore[arg-type]
+    _copy_atomically(init, final)  # type: ignore[arg-type]
     return {"rounds": rounds, "model": str(final.relative_to(ctx.work))}
 
 
@@ -141,9 +142,8 @@ def _train_summary(out: Path) -> dict[str, Any]:
     return {k: data[k] for k in keep if k in data}
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    import shutil
-    from busgan.fileio import atomic_path
+def _copy_atomically(src: Path, dst: Path) -> None:
+    """The last cascade round's model as the stage's output (a copy: rounds stay inspectable)."""
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from busgan import CLASSES
 from busgan.config import Config
-from busgan.fileio import atomic_write_text, read_json
+from busgan.fileio import atomic_path, atomic_write_text, read_json
 
 
 @dataclass
@@ -266,7 +267,6 @@ def _describe(value: Any) -> str:
 
 
 def _pretty(value: Any) -> str:
-    import json
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
@@ -287,8 +287,6 @@ def write_real_grids(work: Path, n: int = 16) -> None:
             for i, im in enumerate(images):
                 sheet.paste(im.resize((side, side)), ((i % cols) * side, (i // cols) * side))
             target = work / "report_assets" / f"{name}_{cls}.png"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            from busgan.fileio import atomic_path
             with atomic_path(target) as tmp:
                 sheet.save(tmp, format="PNG")
 
