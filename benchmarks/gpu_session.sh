@@ -14,7 +14,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 t() { local s=$SECONDS; "$@"; echo "[time] $((SECONDS - s)) s: $*"; }
 if [ "$part" = probe ]; then
   python3 -m busgan phantom --out /tmp/ph256 --n-per-class 300 --size 256 | tail -1
-  t timeout 170 python3 -m busgan train-gan --data /tmp/ph256/benign --out /tmp/g256 --cfg e \
+  t timeout 170 python3 -m busgan train-gan --data /tmp/ph256/benign --out /tmp/g256 --preset e \
       --resolution 256 --channels 1 --batch-size 32 --kimg 2 --tick-kimg 0.5 --snapshot-kimg 2 \
       --precision mixed_bfloat16 --gamma 100 --fid-images 500 2>&1 | tee "$OUT/train_gan_256.log"
   t timeout 60 python3 -m busgan generate --network /tmp/g256 --seeds 1-2000 --trunc 1.6 \

@@ -8,7 +8,7 @@ CPU (the default: 32x32, small widths):
     KERAS_BACKEND=jax python benchmarks/stylegan2_step.py
     KERAS_BACKEND=jax python benchmarks/stylegan2_step.py --precision mixed_bfloat16
 GPU (the reference setting; NVlabs' PyTorch code: 6.6 s/kimg on an H200):
-    KERAS_BACKEND=jax python benchmarks/stylegan2_step.py --config e --resolution 256 \\
+    KERAS_BACKEND=jax python benchmarks/stylegan2_step.py --preset e --resolution 256 \\
         --channels 3 --batch 32 --precision mixed_bfloat16 --iters 64 --warmup 16
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="custom", choices=["e", "f", "custom"])
+    p.add_argument("--preset", default="custom", choices=["e", "f", "custom"])
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--channels", type=int, default=1)
     p.add_argument("--channel-base", type=int, default=1024, help="custom widths only")
@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     from busgan.stylegan2.networks import build_discriminator, build_generator, count_params
     from busgan.stylegan2.steps import init_state, make_phases
 
-    custom = args.config == "custom"
-    cfg = GanConfig(config=args.config, resolution=args.resolution, channels=args.channels,
+    custom = args.preset == "custom"
+    cfg = GanConfig(preset=args.preset, resolution=args.resolution, channels=args.channels,
                     channel_base=args.channel_base, channel_max=args.channel_max,
                     z_dim=args.z_dim or (64 if custom else 512),
                     mapping_layers=args.mapping_layers or (2 if custom else 8),
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         state, logs = phases.d_main(state, x, seed)
         if i % phases.d_reg_interval == 0:
             state, _ = phases.d_reg(state, x, seed)
-        return phases.ema(state), logs
+        return phases.ema(state, float(i * args.batch)), logs  # images shown before this step
 
     t0 = time.perf_counter()
     for i in range(args.warmup):
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if sys.platform != "darwin" else \
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = {
-        "backend": keras.backend.backend(), "device": dev["device"], "config": args.config,
+        "backend": keras.backend.backend(), "device": dev["device"], "preset": args.preset,
         "resolution": args.resolution, "channels": args.channels, "batch": args.batch,
         "precision": args.precision, "G_params": count_params(G), "D_params": count_params(D),
         "s_per_kimg": round(dt / images * 1000.0, 3), "images_per_s": round(images / dt, 2),

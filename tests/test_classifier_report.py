@@ -138,10 +138,11 @@ def test_split_and_per_class_sampling_are_seeded_and_stratified() -> None:
     assert len(sample_per_class(labels, 40, seed=1)) == 70  # a short class gives all it has
 
 
-def test_loading_is_rgb_resized_and_scaled(tmp_path: Path) -> None:
+def test_loading_is_rgb_resized_and_not_scaled(tmp_path: Path) -> None:
     write_png(tmp_path / "a.png", 255, size=20)
     x = load_image(tmp_path / "a.png", 8)
-    assert x.shape == (8, 8, 3) and x.dtype == np.float32 and np.allclose(x, 1.0)
+    # raw pixel values: the model scales them itself (its 'preprocess' layer)
+    assert x.shape == (8, 8, 3) and x.dtype == np.float32 and np.array_equal(x, np.full_like(x, 255.0))
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(BusganError, match="bad.png"):
         load_image(tmp_path / "bad.png", 8)
@@ -171,7 +172,7 @@ def test_dataset_batches_are_labelled_and_repeatable(tmp_path: Path) -> None:
     assert x.shape == (4, 4, 4, 3) and y.shape == (4, 2)
     idx = ds.batch_indices(0)
     assert np.array_equal(y.argmax(1), labels[idx])
-    assert np.allclose(x[:, 0, 0, 0], np.array([20 * i for i in idx]) / 255.0)  # flat images
+    assert np.array_equal(x[:, 0, 0, 0], np.array([20 * i for i in idx]))  # flat images, raw pixels
     again = ImageFolderDataset(files, labels, size=4, batch_size=4, shuffle=True, seed=1)
     assert np.array_equal(again.batch_indices(0), idx)
     ds.on_epoch_end()

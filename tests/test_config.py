@@ -29,10 +29,11 @@ def test_paper_config_has_the_seeds_settings() -> None:
         1e-3, 32, 50, 10, 3, 0.1)
     assert (c.shift, c.flip) == (0.1, True)
     g = cfg.gan
-    assert (g.config, g.resolution, g.gamma, g.mirror, g.batch_size) == ("e", 256, 100.0, True, 32)
+    assert (g.preset, g.resolution, g.gamma, g.mirror, g.batch_size) == ("e", 256, 100.0, True, 32)
     assert (cfg.generate.n_per_class, cfg.generate.truncation) == (25000, 1.6)
     assert cfg.synthetic.per_class == 14000
     assert cfg.data.test_per_class == 150
+    assert c.preprocess == "unit"  # the seed's pixels / 255 (busgan's default: "auto")
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -97,3 +98,30 @@ def test_config_hash_changes_with_values() -> None:
     assert config_hash(a.gan) == config_hash(b.gan)
     b.gan.kimg = 1.0
     assert config_hash(a.gan) != config_hash(b.gan)
+
+
+def test_old_key_gan_config_is_a_deprecated_alias_of_gan_preset(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="busgan.config"):
+        cfg = load_config(_write(tmp_path, "[gan]\nconfig = 'f'\n"))
+    assert cfg.gan.preset == "f"
+    assert [r.getMessage() for r in caplog.records] == [
+        "warning: config key 'gan.config' is deprecated; use 'gan.preset' (the same values)"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="busgan.config"):
+        apply_override(cfg, "gan.config=custom")
+    assert cfg.gan.preset == "custom" and len(caplog.records) == 1
+    with pytest.raises(BusganError, match=r"'gan\.preset': 'g' is not one of"):
+        apply_override(cfg, "gan.config=g")
+    with pytest.raises(BusganError, match=r"'gan\.preset' is given twice"):
+        load_config(_write(tmp_path, "[gan]\npreset = 'e'\nconfig = 'f'\n"))
+    assert not hasattr(Config().gan, "config")
+
+
+def test_gan_preset_is_a_plain_option_of_train_gan() -> None:
+    from busgan.cli import build_parser
+    args = build_parser().parse_args(["train-gan", "--data", "d", "--out", "o", "--preset", "f",
+                                      "--config", "c.toml"])
+    assert (args.cfg__gan__preset, args.config) == ("f", "c.toml")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train-gan", "--data", "d", "--out", "o", "--cfg", "f"])

@@ -131,7 +131,7 @@ def test_generate_layout_independence_and_skip(tmp_path: Path) -> None:
 def test_resumes_a_partial_run(tmp_path: Path) -> None:
     cfg = PhantomConfig(n_per_class=2, size=32, seed=1, workers=1)
     out = tmp_path / "p"
-    partial = tmp_path / ".p.partial"
+    partial = tmp_path / ".busgan-tmp-p.partial"
     (partial / "benign").mkdir(parents=True)
     ph.write_json(partial / ph.RECORD, ph.phantom_record(cfg))
     Image.new("L", (32, 32), 7).save(partial / "benign/benign_00000.png")  # "already made"

@@ -33,9 +33,10 @@ def test_failed_block_keeps_old_content_and_leaves_no_temp(tmp_path: Path) -> No
 def test_stale_temporaries_removed(tmp_path: Path) -> None:
     from busgan.fileio import remove_stale_temporaries
     (tmp_path / "d").mkdir()
-    stale = tmp_path / "d" / ".model.keras.ab12_x9z.tmp"
+    stale = tmp_path / "d" / ".busgan-tmp-model.keras.ab12_x9z.tmp"
     stale.write_text("half")
-    keep = [tmp_path / "d" / "model.keras", tmp_path / ".gitignore", tmp_path / "d" / ".DIR.partial"]
+    keep = [tmp_path / "d" / "model.keras", tmp_path / ".gitignore", tmp_path / "d" / ".DIR.partial",
+            tmp_path / "d" / ".model.keras.ab12_x9z.tmp"]  # the old pattern: may be a user's file
     for k in keep:
         k.write_text("x")
     assert remove_stale_temporaries(tmp_path) == 1

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from busgan.fileio import TEMP_NAME
+from busgan.pipeline import STAGES
 
 CONFIG = Path(__file__).parent / "configs" / "tiny.toml"
 
@@ -46,7 +47,7 @@ def _interrupt(work: Path, stage: int, delay: float, sig: int) -> str:
     seen = []
     for line in proc.stdout:
         seen.append(line)
-        if f"stage {stage + 1} of 8" in line:
+        if f"[busgan run] [{stage + 1}/{len(STAGES)}]" in line:
             time.sleep(delay)
             proc.send_signal(sig)
             break
@@ -56,8 +57,10 @@ def _interrupt(work: Path, stage: int, delay: float, sig: int) -> str:
 
 def _figures(work: Path) -> dict[str, float]:
     stats = json.loads((work / "stats" / "stats.json").read_text())
-    return {"auc_real": stats["delong"]["auc_a"], "auc_synthetic": stats["delong"]["auc_b"],
-            "mcnemar_p": stats["mcnemar"]["exact_p"], "delong_z": stats["delong"]["z"] or 0.0}
+    figures = {f"auc_{arm}": aucs[0] for arm, aucs in stats["aucs"].items()}
+    rep = stats["per_replicate"][0]
+    return {**figures, "primary": stats["primary"]["decision"]["figure"],
+            "mcnemar_p": rep["mcnemar_exact_p"], "delong_p": rep["delong_p"] or 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -71,22 +74,30 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_run_writes_reports_and_prints_the_papers_layout(reference: Path) -> None:
-    for name in ("report.md", "report.html", "stats/stats.json", "stats/roc_overlay.png",
-                 "real/test/predictions.csv", "synthetic/test/predictions.csv"):
+    arms = ("real", "synthetic", "real+synthetic", "oracle")
+    for name in ("report.md", "report.html", "stats/stats.json", "stats/reliability.png",
+                 *(f"evaluation/{arm}/rep1/predictions.csv" for arm in arms)):
         assert (reference / name).is_file(), name
     md = (reference / "report.md").read_text()
     assert "simulated phantom" in md
     assert "Benign recall(sensitivity)" in md and "Malignancy" in md
+    assert "non-inferiority" in md and "margin 0.05" in md
+    for arm in arms:
+        assert f"| {arm} |" in md, arm
     html = (reference / "report.html").read_text()
     assert "data:image/png;base64," in html
-    records = sorted(p.name for p in (reference / "records").iterdir())
-    assert len(records) == 8
+    records = sorted(p.stem for p in (reference / "records").iterdir())
+    assert records == sorted(s.name for s in STAGES)
+    # every arm early-stopped on the real validation images, never on synthetic ones
+    for arm in arms:
+        train = json.loads((reference / "arms" / arm / "rep1" / "train.json").read_text())
+        assert Path(train["val_dir"]) == reference / "data" / "val", arm
 
 
 def test_second_run_skips_every_stage(reference: Path) -> None:
     again = _run(reference)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("done before, skipped") == 8
+    assert again.stdout.count("done before, skipped") == len(STAGES)
 
 
 def test_interrupted_runs_resume_to_the_same_figures(reference: Path, tmp_path: Path) -> None:
@@ -94,10 +105,11 @@ def test_interrupted_runs_resume_to_the_same_figures(reference: Path, tmp_path: 
     print(f"interruption seed {seed}")  # shown on failure, to replay the same interruptions
     rng = random.Random(seed)
     work = tmp_path / "interrupted"
-    first = rng.randint(1, 3)  # Ctrl-C somewhere in stages 1-3, then kill -9 in stages 3-5
+    # Ctrl-C somewhere in stages 1-3 (0-based), then kill -9 in stages 3-9 (GANs to the arms)
+    first = rng.randint(1, 3)
     out = _interrupt(work, first, rng.uniform(0.0, 3.0), signal.SIGINT)
     assert "interrupted" in out, out[-2000:]
-    _interrupt(work, rng.randint(max(first, 3), 5), rng.uniform(0.0, 3.0), signal.SIGKILL)
+    _interrupt(work, rng.randint(max(first, 3), 9), rng.uniform(0.0, 3.0), signal.SIGKILL)
     done = _run(work)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "skipped" in done.stdout  # something finished before the interruptions was reused

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from keras import ops
@@ -14,7 +16,7 @@ from busgan.stylegan2.steps import adam_hparams, adam_update, ema_beta
 
 pytestmark = pytest.mark.keras
 
-CFG = GanConfig(config="custom", resolution=8, channels=1, channel_base=64, channel_max=8,
+CFG = GanConfig(preset="custom", resolution=8, channels=1, channel_base=64, channel_max=8,
                 z_dim=8, mapping_layers=1)
 
 
@@ -76,16 +78,60 @@ def test_r1_gradient_matches_finite_differences(smooth_lrelu):
     _check_directional(lambda w: setup.r1(w, d_nt, reals, 0.0, seed), d, rng)
 
 
-def test_path_length_gradient_matches_finite_differences(smooth_lrelu):
+def test_path_length_gradient_is_nvlabs_formula(smooth_lrelu):
+    """NVlabs' penalty: m' = m + (mean(L) - m) * decay, penalty mean((L - m')^2), differentiated
+    through m' as well (only the m' kept for the next step is stopped).
+
+    One compiled function of (weights, pl_mean, decay). With decay 0 the target is the constant
+    pl_mean c, so penalty(c) = mean(L^2) - 2 c mean(L) + c^2: two values of c give mean(L),
+    mean(L^2) and their derivatives along a direction v. The NVlabs value and derivative are
+    written here from those; the derivative is also checked by finite differences, and the
+    stop-gradient formula (target held fixed) is shown to differ.
+    """
     G = build_generator(CFG, seed=2)
     for layer in G.convs:
         layer.noise_strength.assign(0.3)
-    setup = LossSetup(G, None, pl_decay=0.0)  # pl_mean fixed, so the penalty is a plain function
+    base = LossSetup(G, None)
     g, g_nt = _vals(G.trainable_variables), _vals(G.non_trainable_variables)
     seed = autodiff.seed_tensor(3)
-    pl_mean = ops.convert_to_tensor(0.05, "float32")
-    _check_directional(lambda w: setup.path_length(w, g_nt, 8, pl_mean, seed)[0], g,
-                       np.random.default_rng(1))
+
+    def pen(w, pl_mean, decay):
+        return dataclasses.replace(base, pl_decay=decay).path_length(w, g_nt, 8, pl_mean, seed)
+    vg = autodiff.compile(autodiff.value_and_grad(pen, has_aux=True))
+    rng = np.random.default_rng(1)
+    v = [rng.standard_normal(p.shape).astype("float32") for p in g]
+
+    def run(w, c, decay):
+        """(penalty, returned pl_mean', <d penalty / d w, v>) in float64."""
+        f32 = [ops.convert_to_tensor(x, "float32") for x in (c, decay)]
+        (value, new_mean), grads = vg(w, *f32)
+        dv = sum(float(np.sum(np.asarray(ops.convert_to_numpy(x), np.float64) * d))
+                 for x, d in zip(grads, v))
+        return float(value), float(new_mean), dv
+
+    p0, m_fixed, dp0 = run(g, 0.0, 0.0)    # mean(L^2)
+    p1, _, dp1 = run(g, 1.0, 0.0)          # mean(L^2) - 2 mean(L) + 1
+    assert m_fixed == 0.0
+    mean_l2, dmean_l2 = p0, dp0
+    mean_l, dmean_l = (p0 - p1 + 1.0) / 2.0, (dp0 - dp1) / 2.0
+    assert mean_l > 0 and dmean_l != 0
+    eps = 3e-3
+    for m0, decay in ((0.0, 0.01), (0.05, 0.01), (0.0, 0.5)):  # NVlabs' decay (pl_mean starts at 0)
+        target = m0 + (mean_l - m0) * decay            # m', a function of the weights
+        dtarget = decay * dmean_l
+        want = mean_l2 - 2.0 * target * mean_l + target ** 2
+        dwant = dmean_l2 - 2.0 * (dtarget * mean_l + target * dmean_l) + 2.0 * target * dtarget
+        dstop = dmean_l2 - 2.0 * target * dmean_l      # the old formula: m' held constant
+        value, new_mean, dv = run(g, m0, decay)
+        assert new_mean == pytest.approx(target, rel=1e-4), (m0, decay)
+        assert value == pytest.approx(want, rel=1e-4), (m0, decay)
+        assert dv == pytest.approx(dwant, rel=1e-4), (m0, decay)
+        plus = run([p + eps * d for p, d in zip(g, v)], m0, decay)[0]
+        minus = run([p - eps * d for p, d in zip(g, v)], m0, decay)[0]
+        numeric = (plus - minus) / (2 * eps)
+        tol = 2e-3 * abs(numeric)  # finite differences agree to ~1e-4 here; the old formula is ~0.8% off
+        assert abs(dv - numeric) <= tol, (m0, decay, dv, numeric)
+        assert abs(dstop - numeric) > 2 * tol, (m0, decay, dstop, numeric)  # the check tells them apart
 
 
 def test_adam_with_lazy_regularisation_correction():

@@ -16,19 +16,19 @@ pytestmark = pytest.mark.keras
 
 
 def tiny(**kw) -> GanConfig:
-    base = dict(config="custom", resolution=16, channels=1, channel_base=256, channel_max=16,
+    base = dict(preset="custom", resolution=16, channels=1, channel_base=256, channel_max=16,
                 z_dim=16, mapping_layers=2)
     base.update(kw)
     return GanConfig(**base)
 
 
-@pytest.mark.parametrize("config,channels,g_params,d_params", [
+@pytest.mark.parametrize("preset,channels,g_params,d_params", [
     ("e", 3, 24_767_458, 24_001_089),
     ("f", 3, 30_034_338, 28_864_129),
     ("e", 1, 24_762_452, 24_000_961),
 ])
-def test_parameter_counts_equal_nvlabs_at_256(config, channels, g_params, d_params):
-    cfg = GanConfig(config=config, channels=channels, resolution=256)
+def test_parameter_counts_equal_nvlabs_at_256(preset, channels, g_params, d_params):
+    cfg = GanConfig(preset=preset, channels=channels, resolution=256)
     G, D = build_generator(cfg), build_discriminator(cfg)
     assert count_params(G) == g_params
     assert count_params(D) == d_params
@@ -37,9 +37,9 @@ def test_parameter_counts_equal_nvlabs_at_256(config, channels, g_params, d_para
 
 
 def test_channel_widths_and_bad_configs():
-    assert channels_for(GanConfig(config="e", resolution=256)) == {
+    assert channels_for(GanConfig(preset="e", resolution=256)) == {
         4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64}
-    assert channels_for(GanConfig(config="f", resolution=256))[256] == 128
+    assert channels_for(GanConfig(preset="f", resolution=256))[256] == 128
     for bad in (dict(resolution=48), dict(resolution=4), dict(resolution=2048), dict(channels=2)):
         with pytest.raises(BusganError):
             channels_for(GanConfig(**bad))

@@ -16,7 +16,7 @@ from busgan.stylegan2.steps import init_state, make_phases, state_to_numpy, synt
 pytestmark = pytest.mark.keras
 
 RES, BATCH = 16, 16
-CFG = GanConfig(config="custom", resolution=RES, channels=1, channel_base=512, channel_max=32, z_dim=32,
+CFG = GanConfig(preset="custom", resolution=RES, channels=1, channel_base=512, channel_max=32, z_dim=32,
                 mapping_layers=2, batch_size=BATCH, gamma=0.5, lr=0.0025, ema_kimg=0.5)
 
 
@@ -66,7 +66,7 @@ def run(phases, state, data, rng, steps, seed0=0, reg=True):
         state, _ = phases.d_main(state, reals, seed)
         if reg and i % phases.d_reg_interval == 0:
             state, _ = phases.d_reg(state, reals, seed)
-        state = phases.ema(state)
+        state = phases.ema(state, float(i * BATCH))  # images shown before this step
     return state
 
 

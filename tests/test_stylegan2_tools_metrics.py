@@ -106,12 +106,24 @@ def test_classifier_penultimate_features(tmp_path):
     import keras
 
     inp = keras.Input((32, 32, 3))
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inp))
+    pixels = keras.layers.Rescaling(1 / 255, name="preprocess")(inp)  # the model scales its input
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(pixels))
     x = keras.layers.Dense(16, activation="relu", name="head")(x)
     out = keras.layers.Dense(2, activation="softmax")(x)
     path = tmp_path / "model.keras"
-    keras.Model(inp, out).save(path)
+    model = keras.Model(inp, out)
+    model.save(path)
     ex = metrics.make_extractor(path)
-    feats = ex(np.random.default_rng(7).integers(0, 256, (5, 16, 16, 1)).astype(np.uint8))
+    images = np.random.default_rng(7).integers(0, 256, (5, 32, 32, 1)).astype(np.uint8)
+    feats = ex(images)
     assert feats.shape == (5, 16)
     assert "head" in ex.name
+    # raw pixels go in: the features are the head's output on the model's own input
+    head = keras.Model(model.input, model.get_layer("head").output)
+    rgb = np.repeat(images, 3, axis=-1).astype(np.float32)
+    np.testing.assert_allclose(feats, keras.ops.convert_to_numpy(head(rgb)), rtol=1e-5, atol=1e-6)
+    # a classifier saved before models scaled their own input is refused
+    keras.Model(inp, keras.layers.Dense(2)(keras.layers.Dense(16, name="head2")(
+        keras.layers.GlobalAveragePooling2D()(inp)))).save(tmp_path / "old.keras")
+    with pytest.raises(BusganError, match="old.keras: saved by an older busgan"):
+        metrics.make_extractor(tmp_path / "old.keras")

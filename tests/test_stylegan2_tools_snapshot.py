@@ -21,7 +21,7 @@ def _state(seed=0):
 
 
 def _cfg(**kw):
-    return GanConfig(config="custom", resolution=16, channel_base=64, channel_max=16, z_dim=8,
+    return GanConfig(preset="custom", resolution=16, channel_base=64, channel_max=16, z_dim=8,
                      mapping_layers=2, **kw)
 
 
@@ -36,6 +36,18 @@ def test_round_trip(tmp_path):
         np.testing.assert_array_equal(a, b)
     assert snap.latest_snapshot(tmp_path) == path
     assert snap.config_from_meta(m) == cfg
+
+
+def test_old_snapshot_with_gan_config_key_loads_as_preset(tmp_path):
+    # snapshots written before gan.config was renamed gan.preset store "config" in their metadata
+    cfg = _cfg()
+    old_meta = dict(dataclasses.asdict(cfg))
+    old_meta["config"] = old_meta.pop("preset")
+    path = snap.save_snapshot(tmp_path / snap.snapshot_name(64), _state(), {"gan": old_meta, "nimg": 64})
+    _, meta, changed = snap.load_state(path, _state(1), cfg)
+    assert changed == [] and snap.config_from_meta(meta) == cfg
+    with pytest.raises(BusganError, match=r"preset='custom' \(now 'e'\)"):
+        snap.load_state(path, _state(1), dataclasses.replace(cfg, preset="e"))
 
 
 def test_file_has_no_pickled_objects(tmp_path):
@@ -57,6 +69,16 @@ def test_reports_changed_training_settings(tmp_path):
                               {"gan": dataclasses.asdict(_cfg())})
     _, _, changed = snap.load_state(path, _state(), dataclasses.replace(_cfg(), kimg=5.0))
     assert changed == ["kimg: 10000.0 -> 5.0"]
+
+
+def test_refuses_resuming_after_a_result_key_changed(tmp_path):
+    # gan.lr shapes training from its first step (effect "result"): resuming would train a
+    # network with settings it never fully saw, so the snapshot is refused.
+    path = snap.save_snapshot(tmp_path / snap.snapshot_name(1), _state(),
+                              {"gan": dataclasses.asdict(_cfg())})
+    with pytest.raises(BusganError, match=r"gan\.lr=0\.002 \(now 0\.001\)") as e:
+        snap.load_state(path, _state(), dataclasses.replace(_cfg(), lr=0.001))
+    assert "\n" not in str(e.value) and "new --out" in str(e.value)
 
 
 def test_refuses_shape_mismatch(tmp_path):

@@ -23,11 +23,11 @@ from busgan.errors import BusganError
 pytestmark = pytest.mark.keras
 
 STEPS, BATCH = 8, 4
-CFG = GanConfig(config="custom", resolution=8, channels=1, channel_base=64, channel_max=16, z_dim=16,
+CFG = GanConfig(preset="custom", resolution=8, channels=1, channel_base=64, channel_max=16, z_dim=16,
                 mapping_layers=1, batch_size=BATCH, kimg=STEPS * BATCH / 1000,
                 snapshot_kimg=STEPS * BATCH / 2000, tick_kimg=2 * BATCH / 1000, fid_images=16,
                 keep_snapshots=0, augment="ada", ada_kimg=0.16, gamma=0.05, seed=3)
-TRAIN_ARGS = ["--cfg", "custom", "--resolution", "8", "--channel-base", "64", "--channel-max", "16",
+TRAIN_ARGS = ["--preset", "custom", "--resolution", "8", "--channel-base", "64", "--channel-max", "16",
               "--z-dim", "16", "--mapping-layers", "1", "--batch-size", str(BATCH),
               "--snapshot-kimg", str(CFG.snapshot_kimg), "--tick-kimg", str(CFG.tick_kimg),
               "--fid-images", "16", "--keep-snapshots", "0", "--augment", "ada", "--ada-kimg", "0.16",
@@ -140,6 +140,24 @@ def test_generate_same_image_whatever_the_batch(straight, tmp_path):
                               np.asarray(Image.open(a / "seed000002.png")))
 
 
+def test_generation_never_keeps_images_of_another_psi(straight, tmp_path):
+    from busgan.cli import main
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    args = ["--network", str(straight / "best"), "--seeds", "1-3", "--batch-size", "4"]
+    assert main(["generate", *args, "--out", str(out), "--trunc", "0.7"]) == 0
+    before = np.asarray(Image.open(out / "seed000001.png"))
+    assert main(["generate", *args, "--out", str(out), "--trunc", "0.2"]) == 0  # same folder, new psi
+    assert main(["generate", *args, "--out", str(fresh), "--trunc", "0.2"]) == 0
+    after = np.asarray(Image.open(out / "seed000001.png"))
+    assert not np.array_equal(before, after)
+    np.testing.assert_array_equal(after, np.asarray(Image.open(fresh / "seed000001.png")))
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(foreign / "seed000001.png")
+    assert main(["generate", *args, "--out", str(foreign), "--trunc", "0.2"]) == 2  # unknown maker
+    assert np.asarray(Image.open(foreign / "seed000001.png")).max() == 0  # the user's file kept
+
+
 def test_nan_losses_stop_and_keep_last_good_snapshot(straight, data, tmp_path, monkeypatch):
     from busgan.stylegan2 import training
     compiled = training._compiled
@@ -233,7 +251,7 @@ def test_bad_inputs_are_one_line_errors(data, tmp_path):
         train_gan(data, other, CFG, resume=False)
     snapshot.save_snapshot(other / "snapshots" / snapshot.snapshot_name(8), {"g": [np.zeros(1)]},
                            {"gan": dataclasses.asdict(dataclasses.replace(CFG, batch_size=8))})
-    with pytest.raises(BusganError, match="batch_size=8, now 4"):
+    with pytest.raises(BusganError, match=r"gan.batch_size=8 \(now 4\)"):
         train_gan(data, other, CFG)
 
     mixed = tmp_path / "mixed"

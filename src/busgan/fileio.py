@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,10 +33,13 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=suffix if suffix is not None else target.suffix + ".tmp",
-        dir=target.parent,
-    )
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=temp_name(f"{target.name}."),
+            suffix=suffix if suffix is not None else target.suffix + ".tmp", dir=target.parent,
+        )
+    except OSError as e:
+        raise _naming(e, target)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -42,32 +47,70 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
         if tmp.exists():  # mkstemp makes files 0600; give the result the usual permissions
             os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
+    except OSError as e:
+        raise _naming(e, target, tmp)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
-# The names atomic_path gives its temporary files: ".NAME.XXXXXXXX[SUFFIX]" (mkstemp's 8 chars).
-TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}(\..*)?$")
+TEMP_PREFIX = ".busgan-tmp-"
+"""Every temporary file or folder busgan makes starts with this, and clean-up touches nothing
+else: a looser pattern (".NAME.XXXXXXXX.EXT") also matched users' ``.env.template``."""
+TEMP_NAME = re.compile(r"^" + re.escape(TEMP_PREFIX) + r".+$")
+RESUMABLE_SUFFIX = ".partial"
+"""A temporary folder ending so holds finished work a rerun continues from (the phantom's)."""
+
+
+def temp_name(name: str) -> str:
+    """The busgan-specific name of a temporary for ``name`` (see TEMP_PREFIX)."""
+    return TEMP_PREFIX + name
 
 
 def remove_stale_temporaries(root: str | os.PathLike[str]) -> int:
-    """Delete temporary files a killed process (SIGKILL skips ``finally``) left below ``root``."""
+    """Delete temporaries a killed process (SIGKILL skips ``finally``) left below ``root``.
+
+    Only names made with ``temp_name`` are touched: their files, and their folders except
+    resumable ones (RESUMABLE_SUFFIX). Symbolic links are never followed nor removed.
+    """
     removed = 0
-    for path in Path(root).rglob(".*"):
-        if path.is_file() and TEMP_NAME.match(path.name):
-            path.unlink()
-            removed += 1
+    for folder, dirs, files in os.walk(root):
+        for name in files:
+            path = Path(folder, name)
+            if TEMP_NAME.match(name) and not path.is_symlink():
+                path.unlink()
+                removed += 1
+        for name in list(dirs):
+            path = Path(folder, name)
+            if TEMP_NAME.match(name) and not name.endswith(RESUMABLE_SUFFIX) and not path.is_symlink():
+                shutil.rmtree(path)
+                dirs.remove(name)
+                removed += 1
     return removed
+
+
+def _naming(e: OSError, target: Path, tmp: Path | None = None) -> OSError:
+    """``e`` naming the file the user asked for, not its temporary (a full disk names none).
+
+    The CLI turns it into one line such as ``stats/stats.json: no space left on the device``.
+    """
+    if tmp is None or e.filename is None or os.fspath(e.filename) == os.fspath(tmp):
+        e.filename = os.fspath(target)
+    return e
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (fsync'd before the rename)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            e.needed_bytes = len(data)  # type: ignore[attr-defined]  # shown by the CLI
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -1,8 +1,9 @@
 """`busgan run`: the paper's stages 0-7 in order, resumable.
 
-Each stage writes ``records/NN-name.json`` when it finishes: the hash of the config sections
-that decide its result, the hashes of its inputs (the outputs of the stages it reads), the
-hash of its own outputs, a summary, versions and timings. A stage whose record matches the
+Each stage writes ``records/NAME.json`` (see ``busgan.records``) when it finishes: the hash
+of the config keys that decide its result (declared with each key, ``config.opt``), the
+hashes of its inputs (the outputs of the stages it reads), the hash of its own outputs, a
+summary, versions and timings. A stage whose record matches the
 current config and inputs, and whose outputs are still there unchanged, is skipped, so the
 same command after a crash or Ctrl-C continues where it stopped. Stages that run for long
 (GAN training, generation, selection) also resume inside themselves.
@@ -12,32 +13,38 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import shutil
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from busgan import CLASSES
-from busgan.config import Config, config_hash
+from busgan import CLASSES, layout
+from busgan.config import Config, GanConfig, config_hash, result_values
 from busgan.errors import BusganError
-from busgan.fileio import atomic_path, read_json, remove_stale_temporaries, sha256_file, write_json
+from busgan.fileio import read_json, remove_stale_temporaries, sha256_file
+from busgan.records import read_record, write_record
 from busgan.versions import software_versions
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One pipeline stage: what decides its result, what it reads, what it writes."""
+    """One pipeline stage: what decides its result, what it reads, what it writes.
 
-    number: int
+    Its position in ``STAGES`` gives its number in headers; ``paper`` is its section in the
+    paper and ``alias`` the paper's stage number (0-7), accepted by ``--only`` / ``--until``.
+    """
+
     name: str
     title: str
     sections: tuple[str, ...]
-    depends: tuple[int, ...]
+    depends: tuple[str, ...]
     run: Callable[["Context"], dict[str, Any]]
     outputs: Callable[[Path], list[Path]]
+    paper: str = ""
+    alias: int | None = None
+    enabled: Callable[[Config], bool] = lambda cfg: True  # e.g. an arm the config leaves out
 
 
 @dataclass
@@ -46,11 +53,14 @@ class Context:
 
     cfg: Config
     work: Path
+    key: str = ""  # identifies this run of the stage (config and inputs): resumable parts check it
 
 
 # --- the stages -----------------------------------------------------------------------------
 
 def _prepare(ctx: Context) -> dict[str, Any]:
+    """Stage 0 with force (a changed config or source rebuilds data/): safe because prepare
+    replaces only a data/ it wrote itself and refuses a source overlapping the work directory."""
     from busgan.data.prepare import prepare
     return prepare(ctx.cfg.data, ctx.work, force=True, phantom=ctx.cfg.phantom)
 
@@ -62,26 +72,52 @@ def _train_real(ctx: Context) -> dict[str, Any]:
     return {"model": str(model.relative_to(ctx.work)), **_train_summary(ctx.work / "real")}
 
 
+def class_gan_config(gan: GanConfig, cls: str) -> GanConfig:
+    """The GAN config of one class: its own seed, derived from ``gan.seed`` and the class name,
+    so the class GANs start from different weights and see different random numbers."""
+    derived = zlib.crc32(f"{gan.seed}:{cls}".encode()) & 0xFFFFF  # step seeds keep 20 bits
+    return dataclasses.replace(gan, seed=derived)
+
+
 def _train_gans(ctx: Context) -> dict[str, Any]:
     from busgan.stylegan2.training import train_gan
     feature_model = ctx.work / "real" / "model.keras"
     best: dict[str, Any] = {}
     for cls in CLASSES:
         snapshot = train_gan(ctx.work / "data" / "train" / cls, ctx.work / "stylegan2" / cls,
-                             ctx.cfg.gan, resume=True, feature_model=feature_model)
+                             class_gan_config(ctx.cfg.gan, cls), resume=True,
+                             feature_model=feature_model)
         best[cls] = str(Path(snapshot).relative_to(ctx.work))
     return {"best_snapshots": best}
 
 
 def _generate(ctx: Context) -> dict[str, Any]:
+    """Generate ``n_per_class`` images per class; with ``generate.max_per_class`` go on in
+    chunks, scoring each with the real classifier, until each class has the accepted images
+    the synthetic arm needs (``per_class x rounds``) or reaches the cap."""
+    from busgan.classifier.select import select_images
     from busgan.stylegan2.generate import generate_images
-    g = ctx.cfg.generate
-    seeds = range(1, g.n_per_class + 1)
-    counts = {}
-    for cls in CLASSES:
-        counts[cls] = generate_images(ctx.work / "stylegan2" / cls, ctx.work / "sgan_out" / cls,
-                                      seeds, g.truncation, g.batch_size, g.format)
-    return {"generated": counts}
+    g, syn = ctx.cfg.generate, ctx.cfg.synthetic
+    quota, cap = syn.per_class * syn.rounds, max(g.max_per_class, g.n_per_class)
+    wanted = {cls: g.n_per_class for cls in CLASSES}
+    while True:
+        for cls in CLASSES:
+            generate_images(ctx.work / layout.GANS / cls, ctx.work / layout.GENERATED / cls,
+                            range(1, wanted[cls] + 1), g.truncation, g.batch_size, g.format)
+        if cap == g.n_per_class:
+            return {"generated": wanted, "quota": quota, "cap": cap}
+        accepted = {c: v["accepted"] for c, v in select_images(
+            layout.real_model(ctx.work), ctx.work / layout.GENERATED, ctx.work / layout.SELECTED,
+            ctx.cfg.select).items()}
+        short = {c: n for c, n in wanted.items() if accepted.get(c, 0) < quota and n < cap}
+        if not short:
+            return {"generated": wanted, "accepted": accepted, "quota": quota, "cap": cap,
+                    "quota_reached": all(accepted.get(c, 0) >= quota for c in CLASSES)}
+        for c, n in short.items():  # enough for the quota at the acceptance rate seen, +10%
+            rate = max(accepted.get(c, 0), 1) / n
+            wanted[c] = min(cap, max(2 * n, int(1.1 * quota / rate) + 1))
+        print(f"[busgan run] accepted {accepted} of {quota} needed per class: generating up to "
+              f"{wanted} per class (cap {cap})", flush=True)
 
 
 def _select(ctx: Context) -> dict[str, Any]:
@@ -90,47 +126,28 @@ def _select(ctx: Context) -> dict[str, Any]:
                          ctx.work / "selected", ctx.cfg.select)
 
 
-def _train_synthetic(ctx: Context) -> dict[str, Any]:
-    """The classifier on selected synthetic images; cascade rounds fine-tune the previous one."""
-    from busgan.classifier.train import train_classifier
-    syn = ctx.cfg.synthetic
-    init: Path | None = None
-    rounds = []
-    for r in range(1, syn.rounds + 1):
-        out = ctx.work / "synthetic" / f"round{r}"
-        if (out / "model.keras").is_file() and (out / "train.json").is_file():
-            model = out / "model.keras"  # this round finished before an interruption
-        else:
-            # A fresh random draw of per_class images each round, as in the paper's cascade.
-            cfg = dataclasses.replace(ctx.cfg.classifier, seed=ctx.cfg.classifier.seed + r - 1,
-                                      val_fraction=syn.val_fraction)
-            model = train_classifier(ctx.work / "selected", None, out, cfg, init=init,
-                                     per_class=syn.per_class)
-        rounds.append({"round": r, "model": str(model.relative_to(ctx.work)),
-                       "images": syn.per_class * len(CLASSES) * r, **_train_summary(out)})
-        init = model
-    final = ctx.work / "synthetic" / "model.keras"
-    _copy_atomically(init, final)  # type: ignore[arg-type]
-    return {"rounds": rounds, "model": str(final.relative_to(ctx.work))}
-
-
-def _test(ctx: Context) -> dict[str, Any]:
-    from busgan.classifier.evaluate import test_model
-    results = {}
-    for name in ("real", "synthetic"):
-        print(f"\n=== {name}-trained classifier on the real test images ===")
-        metrics = test_model(ctx.work / name / "model.keras", ctx.work / "data" / "test",
-                             ctx.work / name / "test", batch_size=ctx.cfg.classifier.batch_size)
-        results[name] = {k: metrics[k] for k in ("accuracy", "auc") if k in metrics}
-    return results
+def _arm_stage(fn_name: str) -> Callable[[Context], dict[str, Any]]:
+    """A stage running ``busgan.arms.<fn_name>(cfg, work, key)`` (imported when it runs)."""
+    def run(ctx: Context) -> dict[str, Any]:
+        from busgan import arms
+        return getattr(arms, fn_name)(ctx.cfg, ctx.work, ctx.key)
+    return run
 
 
 def _compare(ctx: Context) -> dict[str, Any]:
-    from busgan.stats.compare import compare_predictions
-    stats = compare_predictions(ctx.work / "real" / "test" / "predictions.csv",
-                                ctx.work / "synthetic" / "test" / "predictions.csv",
-                                ctx.work / "stats", ctx.cfg.compare, names=("real", "synthetic"))
-    return {"mcnemar_exact_p": stats["mcnemar"]["exact_p"], "delong_p": stats["delong"]["p"]}
+    from busgan.arms import enabled_arms, replicate_count
+    from busgan.stats.verdict import write_verdict
+    k = replicate_count(ctx.cfg)
+    arms = {arm: [layout.arm_predictions(ctx.work, arm, i) for i in range(1, k + 1)]
+            for arm in enabled_arms(ctx.cfg)}
+    verdict = write_verdict(arms, ctx.work / layout.STATS, ctx.cfg.compare)
+    return {"primary": verdict["primary"]["decision"], "aucs": verdict["aucs"],
+            "warnings": verdict["warnings"]}
+
+
+def _oracle_on(cfg: Config) -> bool:
+    from busgan.arms import oracle_enabled
+    return oracle_enabled(cfg)
 
 
 def _train_summary(out: Path) -> dict[str, Any]:
@@ -138,14 +155,8 @@ def _train_summary(out: Path) -> dict[str, Any]:
     if not record.is_file():
         return {}
     data = read_json(record)
-    keep = ("images", "epochs_run", "best_val_loss", "val_auc", "seconds")
+    keep = ("counts", "val_dir", "epochs_run", "best_epoch", "val_loss", "val_auc", "seconds")
     return {k: data[k] for k in keep if k in data}
-
-
-def _copy_atomically(src: Path, dst: Path) -> None:
-    """The last cascade round's model as the stage's output (a copy: rounds stay inspectable)."""
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
 
 
 def _files(*names: str) -> Callable[[Path], list[Path]]:
@@ -153,23 +164,59 @@ def _files(*names: str) -> Callable[[Path], list[Path]]:
     return lambda work: [work / n for n in names]
 
 
+_ARM_KEYS = ("classifier", "synthetic", "compare.replicates")
 STAGES: tuple[Stage, ...] = (
-    Stage(0, "prepare", "image preparation", ("phantom", "data"), (), _prepare,
-          _files("data/manifest.csv")),
-    Stage(1, "train-real", "classifier on real images (1-1)", ("classifier",), (0,), _train_real,
-          _files("real/model.keras")),
-    Stage(2, "train-gan", "StyleGAN2 per class (1-2)", ("gan",), (0, 1), _train_gans,
-          _files("stylegan2")),
-    Stage(3, "generate", "generation (1-2)", ("generate",), (2,), _generate, _files("sgan_out")),
-    Stage(4, "select", "selection by the real model (1-3)", ("select",), (1, 3), _select,
-          _files("selected")),
-    Stage(5, "train-synthetic", "classifier on synthetic images (1-4)", ("classifier", "synthetic"),
-          (4,), _train_synthetic, _files("synthetic/model.keras")),
-    Stage(6, "test", "test both models (2)", (), (0, 1, 5), _test,
-          _files("real/test/predictions.csv", "synthetic/test/predictions.csv")),
-    Stage(7, "compare", "McNemar and DeLong (3)", ("compare",), (6,), _compare,
-          _files("stats/stats.json")),
+    Stage("prepare", "image preparation", ("phantom", "data"), (), _prepare,
+          _files("data/manifest.csv"), paper="0", alias=0),
+    Stage("train-real", "classifier on real images", ("classifier",), ("prepare",), _train_real,
+          _files("real/model.keras"), paper="1-1", alias=1),
+    Stage("train-gan", "StyleGAN2 per class", ("gan",), ("prepare", "train-real"), _train_gans,
+          _files("stylegan2"), paper="1-2", alias=2),
+    Stage("generate", "generation (to the synthetic arm's quota)",
+          ("generate", "select", "synthetic.per_class", "synthetic.rounds"), ("train-gan", "train-real"),
+          _generate, _files("sgan_out"), paper="1-2", alias=3),
+    Stage("select", "selection by the real model", ("select",), ("train-real", "generate"),
+          _select, _files("selected"), paper="1-3", alias=4),
+    Stage("arm-synthetic", "classifier on synthetic images, each replicate", _ARM_KEYS,
+          ("prepare", "select"), _arm_stage("train_synthetic_arm"), _files("arms/synthetic"),
+          paper="1-4", alias=5),
+    Stage("arm-real", "classifier on real images, each replicate", _ARM_KEYS, ("prepare", "train-real"),
+          _arm_stage("train_real_arm"), _files("arms/real")),
+    Stage("arm-real+synthetic", "classifier on real plus synthetic images, each replicate", _ARM_KEYS,
+          ("prepare", "select"), _arm_stage("train_combined_arm"), _files("arms/real+synthetic"),
+          enabled=lambda cfg: cfg.arms.real_plus_synthetic),
+    Stage("oracle-images", "fresh phantom images on the generated images' path",
+          ("phantom", "data", "select", "gan.resolution", "gan.channels", "generate.n_per_class"),
+          ("prepare", "train-real"), _arm_stage("make_oracle_images"), _files("oracle/selected"),
+          enabled=_oracle_on),
+    Stage("arm-oracle", "classifier on the oracle's images, each replicate", _ARM_KEYS,
+          ("prepare", "oracle-images"), _arm_stage("train_oracle_arm"), _files("arms/oracle"),
+          enabled=_oracle_on),
+    Stage("test", "every arm on the real test images", ("compare.replicates", "arms"),
+          ("prepare", "arm-real", "arm-synthetic", "arm-real+synthetic", "arm-oracle"),
+          _arm_stage("test_arms"), _files("evaluation"), paper="2", alias=6),
+    Stage("compare", "the pre-specified verdict, and DeLong and McNemar per replicate", ("compare",),
+          ("test",), _compare, _files("stats/stats.json"), paper="3", alias=7),
 )
+
+
+def stage_named(key: str | int) -> Stage:
+    """The stage called ``key``, or whose paper number (alias) it is; refused with the choices."""
+    for stage in STAGES:
+        if str(key) == stage.name or (stage.alias is not None and str(key) == str(stage.alias)):
+            return stage
+    raise BusganError(f"unknown stage {key!r}; choose one of: {stage_choices()}")
+
+
+def stage_choices() -> str:
+    """The stage names with their paper numbers, for help texts and errors."""
+    return ", ".join(s.name if s.alias is None else f"{s.name} ({s.alias})" for s in STAGES)
+
+
+def stage_header(stage: Stage) -> str:
+    """E.g. "[4/8] generate (paper 1-2)": position in the stage list, name, paper section."""
+    position = STAGES.index(stage) + 1
+    return f"[{position}/{len(STAGES)}] {stage.name}" + (f" (paper {stage.paper})" if stage.paper else "")
 
 
 # --- records and resume ---------------------------------------------------------------------
@@ -195,33 +242,28 @@ def outputs_hash(stage: Stage, work: Path) -> str | None:
     return h.hexdigest()[:16]
 
 
-def record_path(work: Path, stage: Stage) -> Path:
-    return work / "records" / f"{stage.number}-{stage.name}.json"
-
-
-def read_record(work: Path, stage: Stage) -> dict[str, Any] | None:
-    path = record_path(work, stage)
-    if not path.is_file():
-        return None
-    try:
-        return read_json(path)
-    except (OSError, json.JSONDecodeError):
-        return None  # an unreadable record means the stage runs again
+def _section_values(cfg: Config, name: str) -> Any:
+    """A section's result-deciding values, or one key's value for "section.key"."""
+    section, _, key = name.partition(".")
+    values = result_values(getattr(cfg, section))
+    return values[key] if key else values
 
 
 def expected_keys(cfg: Config, work: Path, stage: Stage) -> tuple[str, str]:
     """(config hash, inputs hash) the stage's record must carry to be skipped."""
-    sections = {s: dataclasses.asdict(getattr(cfg, s)) for s in stage.sections}
+    sections = {s: _section_values(cfg, s) for s in stage.sections}
     upstream = []
-    for number in stage.depends:
-        rec = read_record(work, STAGES[number])
+    for name in stage.depends:
+        if not stage_named(name).enabled(cfg):
+            continue
+        rec = read_record(work, name)
         upstream.append(rec["outputs_hash"] if rec else None)
     return config_hash(sections), config_hash(upstream)
 
 
 def is_current(cfg: Config, work: Path, stage: Stage) -> bool:
     """Whether the stage's record matches the config, its inputs and its outputs on disk."""
-    rec = read_record(work, stage)
+    rec = read_record(work, stage.name)
     if rec is None:
         return False
     cfg_hash, in_hash = expected_keys(cfg, work, stage)
@@ -229,11 +271,16 @@ def is_current(cfg: Config, work: Path, stage: Stage) -> bool:
             and rec.get("outputs_hash") == outputs_hash(stage, work))
 
 
-def validate_paths(cfg: Config) -> None:
-    """Refuse a config naming a path that does not exist, before any work starts."""
-    if cfg.data.source != "phantom" and not Path(cfg.data.source).exists():
+def validate_paths(cfg: Config, work: Path | None = None) -> None:
+    """Refuse a config naming a path that does not exist, or (given ``work``) a source folder
+    and work directory inside one another, before any work starts."""
+    phantom = cfg.data.source.strip().lower() == "phantom"
+    if not phantom and not Path(cfg.data.source).expanduser().exists():
         raise BusganError(f"config key 'data.source': {cfg.data.source} does not exist; "
                           "give an image folder or 'phantom'")
+    if not phantom and work is not None:
+        from busgan.data.prepare import check_apart
+        check_apart(Path(cfg.data.source), work)
     w = cfg.classifier.weights
     if w not in ("imagenet", "none") and not Path(w).is_file():
         raise BusganError(f"config key 'classifier.weights': file {w} not found; "
@@ -245,61 +292,79 @@ def _fmt(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def run_pipeline(cfg: Config, work: Path, only: int | None = None, until: int | None = None,
-                 report: bool = True) -> dict[int, dict[str, Any]]:
-    """Run (or resume) the stages; returns each run or skipped stage's record."""
-    validate_paths(cfg)
+def _chosen(cfg: Config, only: str | int | None, until: str | int | None) -> list[Stage]:
+    if only is not None:
+        stage = stage_named(only)
+        if not stage.enabled(cfg):
+            raise BusganError(f"stage {stage.name} is switched off by this config (see [arms])")
+        return [stage]
+    last = len(STAGES) if until is None else STAGES.index(stage_named(until)) + 1
+    return [s for s in STAGES[:last] if s.enabled(cfg)]
+
+
+def run_pipeline(cfg: Config, work: Path, only: str | int | None = None,
+                 until: str | int | None = None, report: bool = True) -> dict[str, dict[str, Any]]:
+    """Run (or resume) the stages; returns each run or skipped stage's record, by name.
+
+    ``only`` / ``until``: a stage name or the paper's stage number (see ``stage_named``).
+    """
+    validate_paths(cfg, work)
+    chosen = _chosen(cfg, only, until)
     work.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(work)  # only one `busgan run` may use a work directory at a time
-    last = len(STAGES) - 1 if until is None else until
-    chosen = [s for s in STAGES if (only is None or s.number == only) and s.number <= last]
     if only is not None:
-        for number in STAGES[only].depends:
-            if not is_current(cfg, work, STAGES[number]):
-                raise BusganError(f"stage {only} needs stage {number} ({STAGES[number].name}) first: "
-                                  f"run `busgan run CONFIG --work {work} --until {number}`")
+        for name in chosen[0].depends:
+            if stage_named(name).enabled(cfg) and not is_current(cfg, work, stage_named(name)):
+                raise BusganError(f"stage {chosen[0].name} needs stage {name} first: "
+                                  f"run `busgan run CONFIG --work {work} --until {name}`")
     previous = _previous_timings(work)
     start = time.monotonic()
-    records: dict[int, dict[str, Any]] = {}
-    for stage in chosen:
-        elapsed = time.monotonic() - start
-        remaining = [previous.get(s.name) for s in chosen if s.number >= stage.number]
-        eta = (" · ETA " + _fmt(sum(remaining))) if all(r is not None for r in remaining) else ""  # type: ignore[arg-type]
-        head = f"[busgan run] stage {stage.number + 1} of {len(STAGES)}: {stage.number} {stage.name} ({stage.title}) · elapsed {_fmt(elapsed)}{eta}"
-        if is_current(cfg, work, stage):
+    records: dict[str, dict[str, Any]] = {}
+    for i, stage in enumerate(chosen):
+        remaining = [previous.get(s.name) for s in chosen[i:]]
+        eta = "" if None in remaining else " · ETA " + _fmt(sum(r for r in remaining if r is not None))
+        head = f"[busgan run] {stage_header(stage)}: {stage.title} · elapsed {_fmt(time.monotonic() - start)}{eta}"
+        current = read_record(work, stage.name) if is_current(cfg, work, stage) else None
+        if current is not None:
             print(f"{head} · done before, skipped", flush=True)
-            records[stage.number] = read_record(work, stage)  # type: ignore[assignment]
+            records[stage.name] = current
             continue
         print(head, flush=True)
-        cfg_hash, in_hash = expected_keys(cfg, work, stage)
-        t0 = time.monotonic()
-        summary = stage.run(Context(cfg, work))
-        seconds = time.monotonic() - t0
-        out_hash = outputs_hash(stage, work)
-        if out_hash is None:
-            raise BusganError(f"stage {stage.number} ({stage.name}) finished without writing "
-                              f"{', '.join(str(p) for p in stage.outputs(work))}")
-        rec = {"stage": stage.number, "name": stage.name, "config_hash": cfg_hash,
-               "inputs_hash": in_hash, "outputs_hash": out_hash, "summary": summary,
-               "seconds": round(seconds, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               "versions": software_versions()}
-        write_json(record_path(work, stage), rec)
-        records[stage.number] = rec
-    total = time.monotonic() - start
-    print(f"[busgan run] finished stages {', '.join(str(s.number) for s in chosen)} in {_fmt(total)}",
+        records[stage.name] = _run_stage(cfg, work, stage)
+    print(f"[busgan run] finished {', '.join(s.name for s in chosen)} in {_fmt(time.monotonic() - start)}",
           flush=True)
-    if report and all(read_record(work, s) for s in STAGES):
+    verdict = work / layout.STATS / "stats.md"
+    if any(s.name == "compare" for s in chosen) and verdict.is_file():
+        print("\n" + verdict.read_text(encoding="utf-8"), flush=True)  # what the run was for
+    if report and all(read_record(work, s.name) for s in STAGES if s.enabled(cfg)):
         from busgan.report import write_report
         md, html = write_report(cfg, work)
         print(f"[busgan run] report: {md} and {html}")
     return records
 
 
+def _run_stage(cfg: Config, work: Path, stage: Stage) -> dict[str, Any]:
+    """Run one stage and write its record (only once its outputs are all there)."""
+    cfg_hash, in_hash = expected_keys(cfg, work, stage)
+    t0 = time.monotonic()
+    summary = stage.run(Context(cfg, work, key=f"{cfg_hash}-{in_hash}"))
+    seconds = time.monotonic() - t0
+    out_hash = outputs_hash(stage, work)
+    if out_hash is None:
+        raise BusganError(f"stage {stage.name} finished without writing "
+                          f"{', '.join(str(p) for p in stage.outputs(work))}")
+    rec = {"stage": stage.name, "config_hash": cfg_hash, "inputs_hash": in_hash,
+           "outputs_hash": out_hash, "summary": summary, "seconds": round(seconds, 2),
+           "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": software_versions()}
+    write_record(work, stage.name, rec)
+    return rec
+
+
 def _previous_timings(work: Path) -> dict[str, float]:
     """Stage durations from the records already there, for an ETA on reruns."""
     out = {}
     for stage in STAGES:
-        rec = read_record(work, stage)
+        rec = read_record(work, stage.name)
         if rec:
             out[stage.name] = float(rec.get("seconds", 0.0))
     return out

@@ -7,20 +7,20 @@ import os
 from pathlib import Path
 
 from busgan.config import apply_override, load_config
+from busgan.pipeline import stage_choices
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
-        "run", help="run the whole pipeline (stages 0-7), resumable",
-        description="Run stages 0-7 of the paper in order. A stage whose record matches the "
+        "run", help="run the whole pipeline, resumable",
+        description="Run the pipeline's stages in order. A stage whose record matches the "
                     "config and its inputs is skipped, so the same command continues after a "
                     "crash or Ctrl-C. Writes report.md and report.html in the work directory.")
     p.add_argument("config", metavar="CONFIG", help="TOML config, e.g. configs/demo.toml")
     p.add_argument("--work", required=True, metavar="DIR", help="work directory (created)")
-    p.add_argument("--only", type=int, choices=range(8), metavar="N",
-                   help="run stage N only (0 prepare, 1 train-real, 2 train-gan, 3 generate, "
-                        "4 select, 5 train-synthetic, 6 test, 7 compare)")
-    p.add_argument("--until", type=int, choices=range(8), metavar="N", help="run stages 0..N")
+    p.add_argument("--only", metavar="STAGE",
+                   help=f"run this stage only, by name or paper number: {stage_choices()}")
+    p.add_argument("--until", metavar="STAGE", help="run the stages up to and including STAGE")
     p.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
                    help="override a config key, e.g. --set gan.kimg=20 (repeatable)")
     p.set_defaults(func=_run)

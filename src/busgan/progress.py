@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
@@ -17,8 +17,3 @@ def progress(iterable: Iterable[T] | None = None, *, total: int | None = None, d
     disable = os.environ.get("BUSGAN_NO_PROGRESS") == "1"
     return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True,
                 disable=disable, leave=True, **kwargs)
-
-
-def iterate(iterable: Iterable[T], **kwargs: Any) -> Iterator[T]:
-    """Iterate with a progress bar."""
-    yield from progress(iterable, **kwargs)

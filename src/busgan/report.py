@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from busgan import CLASSES
+from busgan import CLASSES, layout
 from busgan.config import Config
 from busgan.fileio import atomic_path, atomic_write_text, read_json
+from busgan.records import read_records
 
 
 @dataclass
@@ -123,11 +124,6 @@ def _load(path: Path) -> Any:
     return read_json(path) if path.is_file() else None
 
 
-def _records(work: Path) -> dict[str, dict[str, Any]]:
-    from busgan.pipeline import STAGES, read_record
-    return {s.name: r for s in STAGES if (r := read_record(work, s))}
-
-
 def _count_images(folder: Path) -> int:
     return sum(1 for p in folder.glob("*") if p.suffix.lower() in (".png", ".bmp", ".jpg", ".jpeg"))
 
@@ -135,11 +131,10 @@ def _count_images(folder: Path) -> int:
 def build_document(cfg: Config, work: Path) -> Document:
     """Assemble the report from the files the stages wrote."""
     doc = Document()
-    records = _records(work)
-    stats = _load(work / "stats" / "stats.json") or {}
-    real = _load(work / "real" / "test" / "metrics.json") or {}
-    syn = _load(work / "synthetic" / "test" / "metrics.json") or {}
-    prep = _load(work / "data" / "prepare.json") or {}
+    records = read_records(work)
+    stats = _load(work / layout.STATS / "stats.json") or {}
+    prep = _load(work / layout.DATA / "prepare.json") or {}
+    arms = _arm_results(work)
 
     doc.h(1, "busgan report: real- vs synthetic-trained classifier")
     if cfg.data.source == "phantom":
@@ -147,7 +142,7 @@ def build_document(cfg: Config, work: Path) -> Document:
               "the figures below say nothing about clinical performance.")
     else:
         doc.p(f"Data: {cfg.data.source}")
-    doc.p(_verdict(stats, real, syn, cfg.compare.alpha))
+    doc.p(_verdict(stats))
 
     doc.h(2, "Dataset (stage 0)")
     counts = prep.get("counts", {})
@@ -161,23 +156,30 @@ def build_document(cfg: Config, work: Path) -> Document:
 
     doc.h(2, "Images used by each stage")
     doc.table(["stage", "images"], _usage_rows(cfg, work, records))
+    syn = records.get("arm-synthetic", {}).get("summary", {})
+    if syn.get("shortfall"):
+        doc.p(f"**Shortfall:** selection kept {syn.get('selected')} images, fewer than "
+              f"synthetic.per_class = {syn.get('per_class_wanted')}; the synthetic classifier "
+              f"trained on {syn.get('per_class_trained')} per class (balanced).")
     doc.p("The GANs, the FID reference set and the selection used training images only; "
           "no test image was seen before stage 6.")
 
-    doc.h(2, "Test results on the same real test images (stage 6)")
-    doc.table(["", "real-trained", "synthetic-trained"],
-              [[k, real.get(k, "-"), syn.get(k, "-")] for k in ("accuracy", "auc")])
-    for name in ("real", "synthetic"):
-        text = work / name / "test" / "report.txt"
+    doc.h(2, "Every arm on the same real test images (stage test)")
+    doc.table(["arm", "replicate", "accuracy", "AUC"],
+              [[arm, k, m.get("accuracy", "-"), m.get("auc", "-")] for arm, reps in arms.items()
+               for k, m in enumerate(reps, start=1)])
+    for arm in arms:
+        text = layout.arm_test_dir(work, arm, 1) / "report.txt"
         if text.is_file():
-            doc.h(3, f"{name}-trained classifier, the paper's printout")
+            doc.h(3, f"{arm} arm, replicate 1: the paper's printout")
             doc.pre(text.read_text())
+            doc.img(layout.arm_test_dir(work, arm, 1) / "roc.png", f"ROC of the {arm} arm, replicate 1")
 
-    doc.h(2, "Statistical comparison (stage 7)")
-    stats_md = work / "stats" / "stats.md"
+    doc.h(2, "The verdict and the tests (stage compare)")
+    stats_md = work / layout.STATS / "stats.md"
     if stats_md.is_file():
-        doc.include_markdown(stats_md.read_text(), level_offset=2)
-    doc.img(work / "stats" / "roc_overlay.png", "ROC curves of both classifiers on the test images")
+        doc.include_markdown(stats_md.read_text(), level_offset=1)
+    doc.img(work / layout.STATS / "reliability.png", "Reliability of each arm (replicate 1)")
 
     doc.h(2, "Generated images next to real ones (stages 2-3)")
     for cls in CLASSES:
@@ -213,21 +215,26 @@ def build_document(cfg: Config, work: Path) -> Document:
     return doc
 
 
-def _verdict(stats: dict[str, Any], real: dict[str, Any], syn: dict[str, Any], alpha: float) -> str:
-    if not stats:
+def _verdict(stats: dict[str, Any]) -> str:
+    decision = stats.get("primary", {}).get("decision")
+    if not decision:
         return "The comparison has not run yet."
-    d, m = stats.get("delong", {}), stats.get("mcnemar", {})
-    auc_a, auc_b, p_d, p_m = d.get("auc_a"), d.get("auc_b"), d.get("p"), m.get("exact_p")
-    if None in (auc_a, auc_b, p_m):
-        return "The comparison's result file is incomplete."
-    if p_d is None:  # zero variance of the AUC difference: DeLong is undefined (stats notes say why)
-        p_d = float("nan")
-    acc = f"accuracy {real.get('accuracy', float('nan')):.3f} vs {syn.get('accuracy', float('nan')):.3f}; " if real and syn else ""
-    sig = ("**significantly different**" if min(p for p in (p_d, p_m) if p == p) < alpha else
-           "**not significantly different**")
-    return (f"**Result:** real-trained AUC {auc_a:.4f} vs synthetic-trained AUC {auc_b:.4f} "
-            f"(DeLong p = {p_d:.4g}); {acc}McNemar exact p = {p_m:.4g}. At alpha = {alpha} the "
-            f"two classifiers are {sig}.")
+    return (f"**Result (pre-specified primary comparison):** {decision['statement']} "
+            f"Null hypothesis: {decision['null_hypothesis']}.")
+
+
+def _arm_results(work: Path) -> dict[str, list[dict[str, Any]]]:
+    """metrics.json of every tested replicate of every arm, in the layout's arm order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for arm in layout.ARM_NAMES:
+        reps = []
+        k = 1
+        while (m := _load(layout.arm_test_dir(work, arm, k) / "metrics.json")) is not None:
+            reps.append(m)
+            k += 1
+        if reps:
+            out[arm] = reps
+    return out
 
 
 def _usage_rows(cfg: Config, work: Path, records: dict[str, dict[str, Any]]) -> list[list[Any]]:
@@ -237,17 +244,19 @@ def _usage_rows(cfg: Config, work: Path, records: dict[str, dict[str, Any]]) -> 
         rows.append([f"classifier on real images, GAN and FID reference: train/{cls}",
                      _count_images(data / "train" / cls)])
     for cls in CLASSES:
-        rows.append([f"validation of the real classifier: val/{cls}", _count_images(data / "val" / cls)])
+        rows.append([f"validation of every classifier (real images): val/{cls}",
+                     _count_images(data / "val" / cls)])
     for cls in CLASSES:
         rows.append([f"generated {cls}", _count_images(work / "sgan_out" / cls)])
     for cls in CLASSES:
         rows.append([f"selected {cls}", _count_images(work / "selected" / cls)])
-    rounds = records.get("train-synthetic", {}).get("summary", {}).get("rounds", [])
-    for r in rounds:
-        rows.append([f"synthetic classifier round {r['round']} (per class {cfg.synthetic.per_class})",
-                     r.get("images", "-")])
+    for arm in layout.ARM_NAMES:  # what was trained on, read from each replicate's record
+        for k, rep in enumerate(records.get(f"arm-{arm}", {}).get("summary", {}).get("replicates", []), 1):
+            for split in ("train", "val"):
+                for cls, n in (rep.get("counts") or {}).get(split, {}).items():
+                    rows.append([f"{arm} arm, replicate {k}: {split} {cls}", n])
     for cls in CLASSES:
-        rows.append([f"test (both classifiers): test/{cls}", _count_images(data / "test" / cls)])
+        rows.append([f"test (every arm): test/{cls}", _count_images(data / "test" / cls)])
     return rows
 
 

@@ -38,12 +38,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from busgan.classifier.evaluate import test_model
+    from busgan.classifier.evaluate import evaluate_model
 
     model = _model_arg(args)
     test_dir = Path(args.test) if args.test else Path(args.work) / "data" / "test"
     out = Path(args.out) if args.out else model.parent / "test"
-    test_model(model, test_dir, out, batch_size=args.batch_size)
+    evaluate_model(model, test_dir, out, batch_size=args.batch_size)  # logs the report
     return 0
 
 
@@ -100,6 +100,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_model_args(p)
     p.add_argument("--work", default="work", help=WORK_HELP)
     p.add_argument("--generated", metavar="DIR", help="generated images (default: WORK/sgan_out)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: WORK/selected)")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default: WORK/selected): new, empty or written by an earlier "
+                        "busgan select (only images it recorded are ever removed)")
     add_config_args(p, "select")
     p.set_defaults(func=_select)

@@ -89,13 +89,16 @@ def sample_per_class(labels: np.ndarray, per_class: int, seed: int) -> np.ndarra
 
 
 def load_image(path: Path | str, size: int) -> np.ndarray:
-    """One image as float32 RGB in [0, 1], resized to ``size`` x ``size`` (the seed's loading)."""
+    """One image as float32 RGB pixel values 0-255, resized to ``size`` x ``size``.
+
+    Not scaled: a busgan classifier scales its input itself (its ``preprocess`` layer).
+    """
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
             if im.size != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
-            return np.asarray(im, dtype=np.float32) / 255.0
+            return np.asarray(im, dtype=np.float32)
     except (UnidentifiedImageError, OSError) as e:
         raise BusganError(f"{path}: not a readable image ({e}); delete or replace it") from None
 

@@ -1,9 +1,15 @@
-"""Stage 6: predict a test folder, print the paper's report, save predictions and figures."""
+"""Stage 6: predict a test folder, report it in the paper's layout, save predictions and figures.
+
+The report (the seed's confusion matrices and figures) is logged at INFO on this module's
+logger, which ``busgan test`` and ``busgan run`` show on the terminal; the Python API is quiet
+unless the caller configures logging. It is also written to ``report.txt``.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +21,8 @@ from busgan.classifier.model import input_size, load_classifier
 from busgan.classifier.plots import plot_confusion, plot_roc
 from busgan.classifier.report import compute_metrics, format_report
 from busgan.fileio import atomic_write_text, write_json
+
+log = logging.getLogger(__name__)
 
 
 def predict_files(model: Any, files: list[Path], batch_size: int) -> np.ndarray:
@@ -33,8 +41,8 @@ def write_predictions(path: Path, rel_files: list[str], y_true: np.ndarray, prob
     atomic_write_text(path, buf.getvalue())
 
 
-def test_model(model_path: Path, test_dir: Path, out_dir: Path, batch_size: int = 32) -> dict:
-    """Predict ``test_dir`` with a busgan model, print the report and write it out.
+def evaluate_model(model_path: Path, test_dir: Path, out_dir: Path, batch_size: int = 32) -> dict:
+    """Predict ``test_dir`` with a busgan model, log the report and write it out.
 
     Writes predictions.csv, metrics.json, report.txt, roc.png and confusion.png in ``out_dir``
     and returns the metrics (accuracy, auc, per-class sensitivity/specificity ...).
@@ -46,7 +54,7 @@ def test_model(model_path: Path, test_dir: Path, out_dir: Path, batch_size: int 
     y_pred = probs.argmax(axis=1)
     metrics = compute_metrics(y_true, y_pred, probs[:, 1], CLASSES)
     text = format_report(y_true, y_pred, metrics, CLASSES, title=str(model_path))
-    print(text, end="")
+    log.info("%s", text.removesuffix("\n"))
     out_dir.mkdir(parents=True, exist_ok=True)
     rel = [f.relative_to(test_dir).as_posix() for f in files]
     write_predictions(out_dir / "predictions.csv", rel, y_true, probs)
@@ -59,4 +67,5 @@ def test_model(model_path: Path, test_dir: Path, out_dir: Path, batch_size: int 
     return metrics
 
 
-test_model.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+# The old name, still called by busgan/arms.py (stage test); new code calls evaluate_model.
+test_model = evaluate_model

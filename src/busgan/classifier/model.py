@@ -4,13 +4,23 @@ The model is built functionally on the backbone's input so that ``model.layers``
 list the seed indexed when it froze ``model.layers[:775]``. The model is named
 ``busgan_classifier`` and its output layer carries the class order (``probs__benign__malignant``),
 so a saved ``.keras`` file says by itself what it is and which label is which.
+
+The model takes raw pixel values (0-255, any dtype: uint8 works) and scales them itself: its
+second layer, named ``preprocess``, is the backbone's own input preprocessing
+(``classifier.preprocess = "auto"``: that of its ``keras.applications`` family, e.g. [-1, 1]
+for InceptionResNetV2; /255 for the 'tiny' backbone) or the seed's /255 (``"unit"``). It is a
+built-in Keras layer, so ``keras.saving.load_model(path, safe_mode=True).predict(images)``
+needs no busgan code. Models saved before busgan put the scaling inside (no ``preprocess``
+layer; they expected images already divided by 255) are refused with a one-line message.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from busgan import CLASSES
 from busgan.config import ClassifierConfig
@@ -18,6 +28,9 @@ from busgan.errors import BusganError
 
 MODEL_NAME = "busgan_classifier"
 OUTPUT_PREFIX = "probs__"
+PREPROCESS_LAYER = "preprocess"
+"""The layer mapping raw pixels (0-255) to what the backbone expects (stylegan2/metrics.py
+looks for this name too)."""
 TINY = "tiny"
 """A four-convolution CNN for tests and quick demos (not for real results)."""
 
@@ -27,10 +40,8 @@ def output_layer_name(classes: tuple[str, ...] = CLASSES) -> str:
     return OUTPUT_PREFIX + "__".join(classes)
 
 
-def _tiny_backbone(input_shape: tuple[int, int, int]) -> keras.Model:
+def _tiny_backbone(inputs: keras.KerasTensor, x: keras.KerasTensor) -> keras.Model:
     """Four strided 3x3 convolutions with BatchNormalization: trains in seconds on a CPU."""
-    inputs = keras.Input(input_shape, name="image")
-    x = inputs
     for i, filters in enumerate((16, 32, 64, 64), start=1):
         x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"tiny_conv{i}")(x)
         x = keras.layers.BatchNormalization(momentum=0.8, name=f"tiny_bn{i}")(x)
@@ -48,6 +59,62 @@ def _application(name: str) -> object:
     return ctor
 
 
+Affine = tuple[np.ndarray, np.ndarray]
+"""A per-pixel channel map ``y = A @ x + b`` (A 3x3, b 3), which every preprocessing is."""
+UNIT: Affine = (np.eye(3) / 255.0, np.zeros(3))
+"""The seed's scaling: pixel values divided by 255."""
+
+
+def _family_affine(name: str) -> Affine:
+    """The ``preprocess_input`` of backbone ``name``'s family (the module defining it, e.g.
+    ``keras.applications.inception_resnet_v2``), as ``(A, b)``.
+
+    Every family's preprocessing is a per-pixel channel map (scaling to [-1, 1], ImageNet mean
+    and std, RGB->BGR minus the mean, or none for models that scale inside); probing it at
+    0 and at 255 on each channel gives the map exactly, and a random image checks it.
+    """
+    module = importlib.import_module(getattr(_application(name), "__module__", None) or "builtins")
+    fn = getattr(module, "preprocess_input", None)
+    probe = np.zeros((4, 1, 1, 3), np.float32)
+    probe[[1, 2, 3], 0, 0, [0, 1, 2]] = 255.0
+    check = np.random.default_rng(0).uniform(0, 255, (1, 4, 4, 3)).astype(np.float32)
+    try:
+        y = np.asarray(fn(probe.copy()), np.float64).reshape(4, 3)  # type: ignore[misc]
+        b = y[0]
+        a = (y[1:] - b).T / 255.0
+        fits = np.allclose(np.asarray(fn(check.copy()), np.float64), check @ a.T + b, rtol=1e-5, atol=1e-4)
+    except Exception:  # noqa: BLE001 - no preprocess_input, or one that is not per pixel
+        fits = False
+    if not fits:
+        raise BusganError(f"classifier.preprocess: the keras.applications preprocessing of {name} "
+                          "is not a per-pixel channel map busgan can put in the model; set "
+                          "classifier.preprocess = \"unit\" (pixel values / 255)")
+    return a, b
+
+
+def preprocessing_affine(cfg: ClassifierConfig) -> Affine:
+    """What ``classifier.preprocess`` asks for this backbone, as a channel map of raw pixels."""
+    if cfg.preprocess == "unit" or cfg.backbone == TINY:
+        return UNIT
+    return _family_affine(cfg.backbone)
+
+
+def preprocessing_layer(affine: Affine) -> keras.layers.Layer:
+    """The built-in layer applying ``affine`` in float32: Rescaling (per channel when needed),
+    or, where channels are reordered (RGB->BGR), a fixed non-trainable Dense(3)."""
+    a, b = (np.asarray(v, np.float64) for v in affine)
+    common = dict(name=PREPROCESS_LAYER, dtype="float32", trainable=False)
+    if np.count_nonzero(a - np.diag(np.diag(a))) == 0:
+        scale, offset = np.diag(a), b
+        same = np.all(scale == scale[0]) and np.all(offset == offset[0])
+        return keras.layers.Rescaling(float(scale[0]) if same else scale.tolist(),
+                                      float(offset[0]) if same else offset.tolist(), **common)
+    dense = keras.layers.Dense(3, **common)
+    dense.build((None, 3))
+    dense.set_weights([a.T.astype(np.float32), b.astype(np.float32)])
+    return dense
+
+
 def _weights_argument(weights: str) -> str | None:
     """Map ``classifier.weights`` to Keras' ``weights=`` (None, 'imagenet' or a checked path)."""
     if weights.lower() == "none":
@@ -62,11 +129,17 @@ def _weights_argument(weights: str) -> str | None:
 
 
 def build_backbone(cfg: ClassifierConfig) -> keras.Model:
-    """The feature extractor without its top, loaded with the configured weights."""
+    """The feature extractor without its top, loaded with the configured weights.
+
+    Its input is raw pixels (0-255); its first layer after the input is the preprocessing.
+    """
     shape = (cfg.input_size, cfg.input_size, 3)
     weights = _weights_argument(cfg.weights)
+    inputs = keras.Input(shape, name="image")
+    preprocess = preprocessing_layer(preprocessing_affine(cfg))
+    x = preprocess(inputs)
     if cfg.backbone == TINY:
-        backbone = _tiny_backbone(shape)
+        backbone = _tiny_backbone(inputs, x)
         if weights == "imagenet":
             raise BusganError(f"classifier.weights: the '{TINY}' backbone has no ImageNet weights; "
                               "use --weights none or a local weights file")
@@ -75,7 +148,16 @@ def build_backbone(cfg: ClassifierConfig) -> keras.Model:
         return backbone
     ctor = _application(cfg.backbone)
     try:
-        return ctor(include_top=False, weights=weights, input_shape=shape)  # type: ignore[operator]
+        if not preprocess.weights or weights is None:
+            return ctor(include_top=False, weights=weights, input_tensor=x)  # type: ignore[operator]
+        # Keras loads .h5 weights by counting layers with weights: load them into the plain
+        # backbone, then copy them in order past the (weighted) preprocessing layer.
+        plain = ctor(include_top=False, weights=weights, input_shape=shape)  # type: ignore[operator]
+        backbone = ctor(include_top=False, weights=None, input_tensor=x)  # type: ignore[operator]
+        targets = [layer for layer in backbone.layers if layer.weights and layer is not preprocess]
+        for src, dst in zip([layer for layer in plain.layers if layer.weights], targets, strict=True):
+            dst.set_weights(src.get_weights())
+        return backbone
     except BusganError:
         raise
     except Exception as e:  # Keras raises a bare Exception for download failures
@@ -109,14 +191,21 @@ def is_pretrained(cfg: ClassifierConfig) -> bool:
     return cfg.weights.lower() != "none"
 
 
-def freeze(model: keras.Model, n_layers: int) -> int:
-    """Freeze ``model.layers[:n_layers]`` except BatchNormalization, as the seed did.
+def counted_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """``model.layers`` without the preprocessing layer: the list the seed's indices refer to."""
+    return [layer for layer in model.layers if layer.name != PREPROCESS_LAYER]
 
-    Returns the number of layers frozen. BatchNormalization stays trainable so that its
-    statistics adapt to ultrasound images.
+
+def freeze(model: keras.Model, n_layers: int) -> int:
+    """Freeze the first ``n_layers`` layers except BatchNormalization, as the seed did.
+
+    The layers are counted as the seed counted ``model.layers[:775]`` (the input layer first;
+    the preprocessing layer, which the seed's model did not have and which has nothing to
+    train, not counted). Returns the number of layers frozen. BatchNormalization stays
+    trainable so that its statistics adapt to ultrasound images.
     """
     frozen = 0
-    for layer in model.layers[:n_layers]:
+    for layer in counted_layers(model)[:n_layers]:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = True
         else:
@@ -156,7 +245,8 @@ def input_size(model: keras.Model) -> int:
 
 
 def load_classifier(path: Path | str, expected_size: int | None = None) -> keras.Model:
-    """Load a ``model.keras`` written by busgan and check it (class order, input size)."""
+    """Load a ``model.keras`` written by busgan and check it (class order, its own input
+    preprocessing, input size). The model takes raw pixel values 0-255."""
     path = Path(path)
     if not path.is_file():
         raise BusganError(f"{path}: model file not found; train one with busgan train-classifier")
@@ -166,6 +256,10 @@ def load_classifier(path: Path | str, expected_size: int | None = None) -> keras
         raise BusganError(f"{path}: cannot be read as a Keras model ({str(e).splitlines()[0][:160]}); "
                           "give a model.keras written by busgan train-classifier") from None
     classes = model_classes(model, path)
+    if all(layer.name != PREPROCESS_LAYER for layer in model.layers):
+        raise BusganError(f"{path}: saved by an older busgan that scaled images outside the model "
+                          f"(no '{PREPROCESS_LAYER}' layer; it expects pixels / 255); retrain it "
+                          "with busgan train-classifier")
     if classes != CLASSES:
         raise BusganError(f"{path}: the model's label order {list(classes)} differs from busgan's "
                           f"{list(CLASSES)}; retrain it with busgan train-classifier")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -23,8 +24,10 @@ from busgan.classifier.evaluate import predict_files
 from busgan.classifier.model import load_classifier
 from busgan.config import SelectConfig
 from busgan.errors import BusganError
-from busgan.fileio import atomic_path, sha256_file, atomic_write_text, read_json, write_json
+from busgan.fileio import TEMP_NAME, atomic_path, sha256_file, atomic_write_text, read_json, write_json
 from busgan.progress import progress
+
+log = logging.getLogger(__name__)
 
 CHUNK = 2048
 """Images scored between two saves of scores.csv."""
@@ -36,10 +39,10 @@ def read_scores(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         return {}
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: tolerate Excel's BOM
             return {row["file"]: np.array([float(row[f"prob_{c}"]) for c in CLASSES])
                     for row in csv.DictReader(f)}
-    except (KeyError, ValueError, TypeError):
+    except (KeyError, ValueError, TypeError, csv.Error):  # UnicodeDecodeError is a ValueError
         raise BusganError(f"{path}: not a busgan scores file; delete it to score again") from None
 
 
@@ -90,16 +93,55 @@ def place(src: Path, dst: Path, link: bool) -> None:
         shutil.copyfile(src, tmp)
 
 
+def _is_selection(record: Path) -> bool:
+    """Whether ``record`` is a select.json that busgan select wrote (its first write, always)."""
+    try:
+        rec = read_json(record)
+    except (OSError, ValueError):
+        return False
+    return isinstance(rec, dict) and "model_sha256" in rec
+
+
+def check_out(out_dir: Path, generated_dir: Path) -> set[str]:
+    """The images (``class/name``) a previous selection recorded in ``out_dir``; refuse an
+    ``out_dir`` that busgan select did not write, before any scoring.
+
+    A selection overwrites select.json and scores.csv and removes kept images the rule no
+    longer keeps, so it may run only in a new or empty folder or in one it wrote (select.json
+    is written before anything else), and only there among images scores.csv records.
+    """
+    out, gen = out_dir.resolve(), generated_dir.resolve()
+    if out == gen:
+        raise BusganError(f"{out_dir}: the output folder is the generated folder (selection removes "
+                          "images it does not keep there); give another --out")
+    if out.is_relative_to(gen) or gen.is_relative_to(out):
+        raise BusganError(f"{out_dir}: the output folder and the generated folder {generated_dir} are "
+                          "inside one another; give an --out outside it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BusganError(f"{out_dir}: is a file, not a folder; give another --out")
+    if not out_dir.is_dir() or all(TEMP_NAME.match(p.name) for p in out_dir.iterdir()):
+        return set()
+    if not _is_selection(out_dir / "select.json"):
+        raise BusganError(f"{out_dir}: is not empty and was not written by busgan select (no select.json); "
+                          "give an empty or new --out")
+    written = set(read_scores(out_dir / "scores.csv"))
+    for name in CLASSES:
+        for image in list_images(out_dir / name) if (out_dir / name).is_dir() else []:
+            if f"{name}/{image.name}" not in written:
+                raise BusganError(f"{image}: was not written by busgan select (not in scores.csv); "
+                                  f"move it out of {out_dir / name} or give another --out")
+    return written
+
+
 def select_images(model_path: Path, generated_dir: Path, out_dir: Path, cfg: SelectConfig) -> dict:
     """Score ``generated_dir/{benign,malignant}`` and keep images by the configured rule.
 
     Writes ``out_dir/<class>/`` (kept images), ``out_dir/scores.csv`` (every image) and
     ``out_dir/select.json``; returns generated / accepted / kept counts and rates per class.
+    ``out_dir`` must be new, empty or written by an earlier selection (see ``check_out``).
     """
     model_path, generated_dir, out_dir = Path(model_path), Path(generated_dir), Path(out_dir)
-    if out_dir.resolve() == generated_dir.resolve():
-        raise BusganError(f"{out_dir}: the output folder is the generated folder (selection removes "
-                          "images it does not keep there); give another --out")
+    written = check_out(out_dir, generated_dir)
     model = load_classifier(model_path)
     files, labels = scan_classes(generated_dir, require_all=False)
     rel = [f.relative_to(generated_dir).as_posix() for f in files]
@@ -130,15 +172,15 @@ def select_images(model_path: Path, generated_dir: Path, out_dir: Path, cfg: Sel
         dest = out_dir / name
         dest.mkdir(parents=True, exist_ok=True)
         wanted = {files[i].name for i in kept[c]}
-        for stale in list_images(dest):
-            if stale.name not in wanted:
+        for stale in list_images(dest):  # only images an earlier selection recorded writing
+            if stale.name not in wanted and f"{name}/{stale.name}" in written:
                 stale.unlink()
         for i in progress(kept[c], desc=f"writing {name}", unit="img"):
             place(files[i], dest / files[i].name, cfg.link)
         summary[name] = {"generated": n, "accepted": accepted, "kept": len(kept[c]),
                          "acceptance_rate": accepted / n}
-        print(f"{name}: {n} generated, {accepted} accepted ({100 * accepted / n:.1f}%), "
-              f"{len(kept[c])} kept in {dest}")
+        log.info("%s: %d generated, %d accepted (%.1f%%), %d kept in %s",
+                 name, n, accepted, 100 * accepted / n, len(kept[c]), dest)
     write_scores(scores_path, rel, labels, scores, {rel[i] for idx in kept.values() for i in idx})
     write_json(record_path, {"stage": "select", "model": str(model_path), "model_sha256": model_hash,
                              "generated_dir": str(generated_dir), "config": vars(cfg).copy(),

@@ -11,6 +11,7 @@ import contextlib
 import csv
 import dataclasses
 import io
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,8 @@ from busgan.config import ClassifierConfig
 from busgan.errors import BusganError
 from busgan.fileio import atomic_path, atomic_write_text, write_json
 from busgan.progress import progress
+
+log = logging.getLogger(__name__)
 
 
 class EpochProgress(keras.callbacks.Callback):
@@ -171,5 +174,5 @@ def train_classifier(train_dir: Path, val_dir: Path | None, out_dir: Path, cfg: 
         "seconds": seconds, "images_per_second": sum(counts["train"].values()) * epochs_run / max(seconds, 1e-9),
         "model": model_path.name,
     })
-    print(f"model: {model_path}  (epochs {epochs_run}, best {best}, validation AUC {val_auc:.4f})")
+    log.info("model: %s  (epochs %d, best %d, validation AUC %.4f)", model_path, epochs_run, best, val_auc)
     return model_path

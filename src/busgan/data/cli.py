@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "from a folder per class, the BUSI layout, the seed's Train/Test tree, or the "
                     "phantom (the default). Exact and near-duplicate images are kept in one split.")
     q.add_argument("--work", required=True, type=Path, metavar="DIR", help="work directory")
-    q.add_argument("--force", action="store_true", help="replace existing prepared data in WORK/data")
+    q.add_argument("--force", action="store_true",
+                   help="replace prepared data in WORK/data (only data busgan prepared: a folder holding other "
+                        "files is refused even with --force)")
     q.add_argument("--contact-sheet", action="store_true",
                    help="also save WORK/data/contact_sheet.png (8 training images per class)")
     add_config_args(q, "data", "phantom")

@@ -15,7 +15,6 @@ workers.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import functools
 import os
 import shutil
@@ -28,10 +27,11 @@ import scipy.fft
 from PIL import Image
 
 from busgan import CLASSES
-from busgan.config import PhantomConfig, config_hash
+from busgan.config import PhantomConfig, config_hash, result_values
 from busgan.data.parallel import imap, worker_count
 from busgan.errors import BusganError
-from busgan.fileio import atomic_path, atomic_write_text, read_json, write_json
+from busgan.fileio import (RESUMABLE_SUFFIX, atomic_path, atomic_write_text, read_json, temp_name,
+                           write_json)
 
 # --- lesion parameters ----------------------------------------------------------------------
 
@@ -321,7 +321,7 @@ def _write_one(task: tuple[Path, int, int, int, int]) -> tuple[int, int]:
 
 
 def phantom_record(cfg: PhantomConfig) -> dict[str, Any]:
-    keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "workers"}
+    keep = result_values(cfg)
     return {"config": keep, "hash": config_hash(keep), "generator": "busgan.data.phantom v1"}
 
 
@@ -339,11 +339,33 @@ def is_complete(out_dir: Path, cfg: PhantomConfig) -> bool:
         for lab in (0, 1) for i in range(cfg.n_per_class))
 
 
+def _refuse_unswappable(out_dir: Path) -> None:
+    """Refuse an output folder that cannot be swapped for the finished phantom.
+
+    The phantom is built beside ``out_dir`` and renamed onto it, which the operating system
+    refuses (EBUSY) for the current directory (``--out .``: the temporary folder would even be
+    made inside it) and for a mount point; a folder above the current directory would move
+    the user's shell out from under it.
+    """
+    where = out_dir.resolve()
+    try:
+        cwd = Path.cwd().resolve()
+    except OSError:  # the current directory was deleted
+        cwd = None
+    if cwd is not None and (where == cwd or where in cwd.parents):
+        what = "the current directory" if where == cwd else "a folder above the current directory"
+        raise BusganError(f"{out_dir}: is {what}, which cannot be replaced by the phantom; "
+                          "give a new folder, e.g. --out phantom")
+    if os.path.ismount(where):
+        raise BusganError(f"{out_dir}: is a mount point, which cannot be replaced by the phantom; "
+                          f"give a new folder inside it, e.g. --out {out_dir / 'phantom'}")
+
+
 def generate_phantom(out_dir: Path, cfg: PhantomConfig) -> Path:
     """Write ``out_dir/{benign,malignant}/*.png`` and ``out_dir/lesions.csv``; return ``out_dir``.
 
     Skips the work when ``out_dir`` already holds the same phantom. Images are built in a
-    sibling ``.partial`` folder (resumable: finished images are kept) and moved into place
+    sibling ``.busgan-tmp-NAME.partial`` folder (resumable: finished images are kept) and moved into place
     at the end, so an interrupted run never leaves a half-made dataset at ``out_dir``.
     """
     out_dir = Path(out_dir)
@@ -353,13 +375,14 @@ def generate_phantom(out_dir: Path, cfg: PhantomConfig) -> Path:
         raise BusganError(f"phantom.n_per_class: {cfg.n_per_class}; use --n-per-class 1 or more")
     if is_complete(out_dir, cfg):
         return out_dir
+    _refuse_unswappable(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise BusganError(f"{out_dir}: exists and is not a folder; choose another --out")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / RECORD).is_file():
         raise BusganError(f"{out_dir}: is not empty and holds no phantom; choose an empty or new --out")
 
     record = phantom_record(cfg)
-    partial = out_dir.parent / f".{out_dir.name}.partial"
+    partial = out_dir.parent / temp_name(out_dir.name + RESUMABLE_SUFFIX)  # kept by clean-up
     if partial.is_dir():
         try:
             same = read_json(partial / RECORD).get("hash") == record["hash"]
@@ -386,7 +409,7 @@ def generate_phantom(out_dir: Path, cfg: PhantomConfig) -> Path:
     write_json(partial / RECORD, {**record, "complete": True, "n_per_class": cfg.n_per_class})
 
     if out_dir.exists():  # an older phantom (different config): swap it out
-        old = out_dir.parent / f".{out_dir.name}.old"
+        old = out_dir.parent / temp_name(f"{out_dir.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(out_dir, old)
         os.replace(partial, out_dir)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from busgan import CLASSES
-from busgan.config import DataConfig, PhantomConfig, config_hash
+from busgan.config import DataConfig, PhantomConfig, config_hash, result_values
 from busgan.data.duplicates import UnionFind, find_pairs, perceptual_hash, pixel_hash
 from busgan.data.images import fit, load_image, to_color
 from busgan.data.importers import Found, Item, find_images
@@ -29,12 +29,16 @@ from busgan.data.parallel import imap, worker_count
 from busgan.data.phantom import generate_phantom, phantom_record
 from busgan.data.split import assign_splits
 from busgan.errors import BusganError
-from busgan.fileio import read_json, write_json
+from busgan.fileio import TEMP_NAME, read_json, temp_name, write_json
 
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ("file", "class", "split", "source", "sha256", "orig_width", "orig_height",
                     "patient_id", "dup_group")
 SKIP_HINT = "delete or re-export it, or pass --bad-images skip"
+OWN_FILES = frozenset({"prepare.json", "manifest.csv", "contact_sheet.png"})
+"""Files busgan writes in data/ besides the images listed in manifest.csv."""
+VIEWER_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+"""Caches a file browser leaves in folders it shows: no user data, so they do not block a rebuild."""
 
 
 def _check(cfg: DataConfig) -> None:
@@ -75,7 +79,8 @@ def _process(task: tuple[int, Path, Path, DataConfig]) -> dict[str, Any]:
 def _fingerprint(cfg: DataConfig, found: Found | None, phantom: PhantomConfig | None) -> str:
     """Identity of the prepared data: the config, and the phantom's config or every source file's
     path, size and modification time."""
-    keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("workers", "source")}
+    # The source is represented by its resolved root and files (or the phantom's own hash).
+    keep = {k: v for k, v in result_values(cfg).items() if k != "source"}
     if phantom is not None:
         return config_hash({"data": keep, "phantom": phantom_record(phantom)["hash"]})
     assert found is not None
@@ -87,17 +92,69 @@ def _fingerprint(cfg: DataConfig, found: Found | None, phantom: PhantomConfig | 
                         "files": listing})
 
 
+def check_apart(source: Path, work: Path) -> None:
+    """Refuse a source folder and a work directory inside one another, before any work.
+
+    Outputs inside the source would be imported again as source images (with the labels of
+    the folders they sit in), and a source inside the work directory sits where busgan
+    writes and replaces folders (``busgan run`` prepares with force).
+    """
+    src, out = Path(source).expanduser().resolve(), Path(work).expanduser().resolve()
+    if out.is_relative_to(src):
+        raise BusganError(f"{work}: the work directory is inside the source folder {source} (its outputs "
+                          f"would be imported as source images); choose a --work outside {source}")
+    if src.is_relative_to(out):
+        raise BusganError(f"{source}: the source folder is inside the work directory {work}, where busgan "
+                          f"replaces what it wrote; move the images outside {work} or choose another --work")
+
+
+def _foreign_file(data: Path, owned: bool) -> Path | None:
+    """The first file in ``data`` that busgan prepare did not write (None: all are its own).
+
+    Replacing ``data`` deletes it, and busgan may delete only what it wrote itself: the files
+    its prepare.json + manifest.csv account for (images, records, contact sheet, temporaries).
+    A folder without busgan's records (not ``owned``) is foreign as a whole.
+    """
+    listed: set[str] = set()
+    if owned:
+        try:
+            with open(data / "manifest.csv", newline="", encoding="utf-8") as f:
+                listed = {row.get("file") or "" for row in csv.DictReader(f)}
+        except (OSError, UnicodeDecodeError, csv.Error):
+            listed = set()
+    for folder, dirs, files in os.walk(data):
+        names = sorted(files) + sorted(d for d in dirs if Path(folder, d).is_symlink())
+        for name in names:
+            path = Path(folder, name)
+            rel = path.relative_to(data).as_posix()
+            if not owned or path.is_symlink() or not (
+                    rel in listed or rel in OWN_FILES or name in VIEWER_FILES or TEMP_NAME.match(name)):
+                return path
+    return None
+
+
 def _check_output(data: Path, fingerprint: str, force: bool) -> dict[str, Any] | None:
     """The existing summary when ``data`` already holds these prepared data (and not ``force``);
-    None when ``data`` may be (re)built; a BusganError when it holds anything else."""
+    None when ``data`` may be (re)built; a BusganError when it holds anything else.
+
+    Even with ``force``, a ``data`` holding any file busgan did not write is refused.
+    """
     if not data.exists() or (data.is_dir() and not any(data.iterdir())):
         return None
     old = _existing(data) if data.is_dir() else None
     if old and old.get("fingerprint") == fingerprint and not force:
         return old
+    foreign = _foreign_file(data, bool(old))
+    if not old:
+        shown = f" (e.g. {foreign.relative_to(data)})" if foreign else ""
+        raise BusganError(f"{data}: holds files that are not prepared data{shown} and busgan replaces only "
+                          "folders it wrote; move them elsewhere or choose another --work")
+    if foreign is not None:
+        raise BusganError(f"{foreign}: was not written by busgan prepare, and replacing {data} would delete "
+                          f"it; move it out of {data} or choose another --work")
     if not force:
-        what = "prepared data from another source or config" if old else "files that are not prepared data"
-        raise BusganError(f"{data}: already holds {what}; pass --force to replace it, or choose another --work")
+        raise BusganError(f"{data}: already holds prepared data from another source or config; "
+                          "pass --force to replace it, or choose another --work")
     return None
 
 
@@ -128,7 +185,9 @@ def prepare(cfg: DataConfig, work: Path, force: bool = False,
 
     With source 'phantom' the phantom (``phantom`` config, defaults if None) is generated
     under ``work/phantom`` first. Existing prepared data is kept when it is the same (same
-    config and source files) and refused otherwise, unless ``force``.
+    config and source files) and refused otherwise, unless ``force``; a ``data`` folder holding
+    anything busgan did not write is refused even with ``force``, as is a source folder and
+    ``work`` inside one another.
     """
     _check(cfg)
     work = Path(work)
@@ -147,6 +206,8 @@ def prepare(cfg: DataConfig, work: Path, force: bool = False,
         generate_phantom(work / "phantom", phantom)
         found = find_images(work / "phantom", "folders", {})
     else:
+        if Path(cfg.source).expanduser().exists():  # a missing one gets find_images' message
+            check_apart(Path(cfg.source), work)
         found = find_images(cfg.source, cfg.layout, cfg.class_map)
         fingerprint = _fingerprint(cfg, found, None)
         old = _check_output(data, fingerprint, force)
@@ -154,11 +215,11 @@ def prepare(cfg: DataConfig, work: Path, force: bool = False,
             return old
 
     work.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".data.tmp-", dir=work))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_name("data.new-"), dir=work))
     try:
         summary = _build(cfg, found, tmp, fingerprint, "phantom" if is_phantom else str(found.root))
         if data.exists():
-            trash = Path(tempfile.mkdtemp(prefix=".data.old-", dir=work))
+            trash = Path(tempfile.mkdtemp(prefix=temp_name("data.old-"), dir=work))
             os.replace(data, trash / "data")
             os.replace(tmp, data)
             shutil.rmtree(trash, ignore_errors=True)

@@ -59,7 +59,21 @@ def _csv_path(path: str | Path) -> Path:
 def read_predictions(path: str | Path) -> Predictions:
     """Read and check one predictions.csv (or the folder holding it)."""
     p = _csv_path(path)
-    with open(p, newline="", encoding="utf-8") as f:
+    try:
+        return _read_predictions(p)
+    except UnicodeDecodeError as e:
+        raise BusganError(f"{p}: not UTF-8 text (byte {e.start}: {e.reason}); give the "
+                          "predictions.csv written by `busgan test`, or save the file as "
+                          "CSV UTF-8") from None
+    except csv.Error as e:
+        raise BusganError(f"{p}: not a readable CSV file ({e}); give the predictions.csv "
+                          "written by `busgan test`") from None
+
+
+def _read_predictions(p: Path) -> Predictions:
+    # utf-8-sig: a CSV saved by Excel starts with a byte-order mark, which must not end up
+    # in the first column's name
+    with open(p, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -94,6 +108,9 @@ def read_predictions(path: str | Path) -> Predictions:
                 if not math.isfinite(v):
                     raise BusganError(f"{p} line {line}: {col} {row[col]!r} is not a finite number; "
                                       "fix the file or rerun `busgan test`")
+                if not 0.0 <= v <= 1.0:
+                    raise BusganError(f"{p} line {line}: {col} {row[col]!r} is outside [0, 1], "
+                                      "so it is not a probability; fix the file or rerun `busgan test`")
                 probs.append(v)
             files.append(name)
             y_true.append(labels[0])

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from busgan.fileio import atomic_path
 
-__all__ = ["plot_roc_overlay", "roc_points"]
+if TYPE_CHECKING:
+    from busgan.stats.noninferiority import Reliability
+
+__all__ = ["plot_reliability", "plot_roc_overlay", "roc_points"]
 
 
 def roc_points(y_true: ArrayLike, score: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -60,6 +63,33 @@ def plot_roc_overlay(y_true: NDArray[np.bool_], score_a: NDArray[np.float64],
            title=f"ROC, {result['n']['total']} test images (AUC {level} CI)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    target = Path(path)
+    with atomic_path(target, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return target
+
+
+def plot_reliability(curves: Mapping[str, Reliability], path: str | Path, title: str = "Reliability") -> Path:
+    """Write a PNG of reliability curves (one per arm: name -> ``Reliability``) and return it.
+
+    Points on the diagonal are calibrated; marker area grows with the bin's number of cases.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 5.5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfectly calibrated")
+    for name, c in curves.items():
+        size = 8 + 120 * np.asarray(c.count, dtype=float) / max(1, sum(c.count))
+        line, = ax.plot(c.mean_predicted, c.fraction_positive, "-", lw=1.5, label=name)
+        ax.scatter(c.mean_predicted, c.fraction_positive, s=size, color=line.get_color())
+    ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel="mean predicted probability of malignant",
+           ylabel="fraction malignant", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     target = Path(path)
     with atomic_path(target, suffix=".png") as tmp:

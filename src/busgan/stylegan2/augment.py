@@ -1,18 +1,49 @@
 """Adaptive discriminator augmentation (ADA, Karras et al. 2020) in ``keras.ops``.
 
 Every image the discriminator sees (real and generated) goes through the same random,
-differentiable pipeline, each transform applied with probability ``p``; ``p`` follows the
-overfitting heuristic r_t = E[sign(D(real))] toward 0.6. Because the transforms are
-differentiable in the pixels, the generator still receives gradients through them, and since
-each is applied with p < 1 the generator cannot learn the augmentations ("non-leaking").
+differentiable pipeline, each transform applied with probability ``p`` times its multiplier in
+the spec (0 = off, 1 = on); ``p`` follows the overfitting heuristic r_t = E[sign(D(real))]
+toward 0.6 (``adjust_p``). Because the transforms are differentiable in the pixels, the
+generator still receives gradients through them, and since each is applied with p < 1 the
+generator cannot learn the augmentations ("non-leaking").
 
-Transforms, in order, per image (images NHWC, square, values around [-1, 1]):
-x-flip, 90-degree rotation, integer translation (up to 1/8 of the side, reflect padding),
-then one bilinear resampling (reflect padding) for isotropic scaling (log2-normal, std 0.2),
-rotation (uniform, probability 1 - sqrt(1 - p) twice, before and after the anisotropic part),
-anisotropic scaling (log2-normal, std 0.2); then brightness (+N(0, 0.2)) and contrast
-(x2^N(0, 0.5)). Simplification against NVlabs: plain bilinear sampling, no anti-aliasing
-wavelet filter, no colour transforms beyond brightness and contrast (grayscale data).
+The transforms, their strengths and their order follow StyleGAN2-ADA (NVlabs'
+``training/augment.py``, read for the design; this is busgan's own code). Images NHWC, values
+around [-1, 1]; per image, in this order:
+
+1. Pixel blitting (exact pixel copies): x-flip (probability p, then flipped or not with 1/2),
+   rotation by k * 90 degrees (k uniform in 0..3), integer translation (uniform, up to 1/8 of
+   the side, rounded; reflect padding).
+2. General geometric transforms, composed into one affine map and executed with one
+   anti-aliased resampling: isotropic scaling (log2-normal, std 0.2), rotation (uniform over
+   the full circle times ``rotate_max``, with probability 1 - sqrt(1 - p) before and again after
+   the anisotropic part, so that P(any) = p), anisotropic scaling (log2-normal, std 0.2),
+   fractional translation (normal, std 0.125 of the side). Anti-aliasing as NVlabs: reflect
+   padding, 2x upsampling with the sym6 wavelet low-pass (12 taps), bilinear sampling (zeros
+   outside) on the 2x grid, 2x downsampling with the same filter. An image whose drawn
+   transform is the identity skips the resampling (exactly unchanged).
+3. Colour, as one per-image 4x4 matrix on (R, G, B, 1): brightness (+N(0, 0.2)), contrast
+   (x 2^N(0, 0.5), about 0), luma flip (Householder reflection along the luma axis: x -> -x
+   for grayscale), hue rotation about the luma axis (uniform, full circle) and saturation
+   (x 2^N(0, 1) off the luma axis); hue and saturation act on RGB only (for one channel the
+   matrix is reduced to its mean row, as NVlabs do, where they are the identity).
+4. Image-space filtering: four frequency bands (sym2 wavelet filter bank, 43 taps), each band
+   amplified with probability p by 2^N(0, 1), the gains renormalised to the expected power of
+   a 1/f spectrum (10:1:1:1); one separable per-image filter, reflect padding.
+5. Additive Gaussian noise, per image sigma = |N(0, 0.1)|.
+6. Cutout: a square of half the side, centred uniformly over the image, set to 0.
+
+Presets (``PRESETS``): NVlabs' 'blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg',
+'bgc' (NVlabs' default), 'bgcf', 'bgcfn', 'bgcfnc', and 'ultrasound' (see ``PRESETS``), which
+keeps the up-down orientation of an ultrasound image (skin at the top).
+
+Deliberate differences to NVlabs: the blits are exact pixel copies done before the resampling
+(NVlabs folds them into the one resampling matrix, where they are exact up to the filter pair;
+as a consequence the border padding of the resampling reflects the blitted image, not the
+original); the reflect padding is static (side - 1 on every side: NVlabs' largest, it pads per
+batch only as far as the transformed corners need, which gives the same values); transforms
+drawn as the identity skip the resampling and the filter, so p = 0 is the exact identity; p is
+kept in [0, 1] (NVlabs clamp it only at 0).
 """
 
 from __future__ import annotations
@@ -21,36 +52,123 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from keras import ops
 
 from busgan.stylegan2 import autodiff
 
 Tensor = Any
-PIPELINE = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "brightness", "contrast")
+PIPELINE = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac",
+            "brightness", "contrast", "lumaflip", "hue", "saturation", "imgfilter", "noise", "cutout")
+
+# Decomposition low-pass filters of two symlets (orthogonal wavelets, taps summing to sqrt(2));
+# the values are PyWavelets' ``dec_lo`` (tests check them and their orthogonality).
+SYM2 = (-0.12940952255092145, 0.22414386804185735, 0.836516303737469, 0.48296291314469025)
+SYM6 = (0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633,
+        0.4910559419267466, 0.787641141030194, 0.3379294217276218, -0.07263752278646252,
+        -0.021060292512300564, 0.04472490177066578, 0.0017677118642428036, -0.007800708325034148)
+FILTER_POWER = (10 / 13, 1 / 13, 1 / 13, 1 / 13)  # expected power per band (a 1/f spectrum)
 
 
 @dataclass(frozen=True)
 class AugmentSpec:
-    """Which transforms are on (1.0) or off (0.0), and their strengths."""
+    """Probability multipliers of the transforms (0 = off, 1 = on) and their strengths.
 
-    xflip: float = 1.0
-    rotate90: float = 1.0
-    xint: float = 1.0
-    scale: float = 1.0
-    rotate: float = 1.0
-    aniso: float = 1.0
-    brightness: float = 1.0
-    contrast: float = 1.0
-    xint_max: float = 0.125
-    scale_std: float = 0.2
-    aniso_std: float = 0.2
+    The defaults (every transform off) match NVlabs' ``AugmentPipe``; use ``preset(name)``.
+    """
+
+    xflip: float = 0.0
+    rotate90: float = 0.0
+    xint: float = 0.0
+    scale: float = 0.0
+    rotate: float = 0.0
+    aniso: float = 0.0
+    xfrac: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    lumaflip: float = 0.0
+    hue: float = 0.0
+    saturation: float = 0.0
+    imgfilter: float = 0.0
+    noise: float = 0.0
+    cutout: float = 0.0
+    xint_max: float = 0.125       # integer translation range, fraction of the side
+    scale_std: float = 0.2        # log2 std of isotropic scaling
+    rotate_max: float = 1.0       # rotation range, 1 = full circle
+    aniso_std: float = 0.2        # log2 std of anisotropic scaling
+    xfrac_std: float = 0.125      # std of fractional translation, fraction of the side
     brightness_std: float = 0.2
-    contrast_std: float = 0.5
+    contrast_std: float = 0.5     # log2 std
+    hue_max: float = 1.0          # 1 = full circle
+    saturation_std: float = 1.0   # log2 std
+    imgfilter_bands: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    imgfilter_std: float = 1.0    # log2 std of a band's gain
+    noise_std: float = 0.1
+    cutout_size: float = 0.5      # side of the cutout square, fraction of the image side
 
     @classmethod
-    def only(cls, name: str) -> "AugmentSpec":
+    def only(cls, name: str, **strengths: Any) -> "AugmentSpec":
         """A spec with one transform on (for tests and ablations)."""
-        return cls(**{k: float(k == name) for k in PIPELINE})
+        if name not in PIPELINE:
+            raise ValueError(f"unknown ADA transform {name!r}; one of {PIPELINE}")
+        return cls(**{name: 1.0}, **strengths)
+
+    @property
+    def geometric(self) -> bool:
+        return bool(self.scale or self.rotate or self.aniso or self.xfrac)
+
+    @property
+    def color(self) -> bool:
+        return bool(self.brightness or self.contrast or self.lumaflip or self.hue or self.saturation)
+
+
+_BLIT = {"xflip": 1.0, "rotate90": 1.0, "xint": 1.0}
+_GEOM = {"scale": 1.0, "rotate": 1.0, "aniso": 1.0, "xfrac": 1.0}
+_COLOR = {"brightness": 1.0, "contrast": 1.0, "lumaflip": 1.0, "hue": 1.0, "saturation": 1.0}
+PRESETS: dict[str, AugmentSpec] = {
+    # NVlabs' StyleGAN2-ADA presets (its train.py ``--augpipe``; default 'bgc').
+    "blit": AugmentSpec(**_BLIT),
+    "geom": AugmentSpec(**_GEOM),
+    "color": AugmentSpec(**_COLOR),
+    "filter": AugmentSpec(imgfilter=1.0),
+    "noise": AugmentSpec(noise=1.0),
+    "cutout": AugmentSpec(cutout=1.0),
+    "bg": AugmentSpec(**_BLIT, **_GEOM),
+    "bgc": AugmentSpec(**_BLIT, **_GEOM, **_COLOR),
+    "bgcf": AugmentSpec(**_BLIT, **_GEOM, **_COLOR, imgfilter=1.0),
+    "bgcfn": AugmentSpec(**_BLIT, **_GEOM, **_COLOR, imgfilter=1.0, noise=1.0),
+    "bgcfnc": AugmentSpec(**_BLIT, **_GEOM, **_COLOR, imgfilter=1.0, noise=1.0, cutout=1.0),
+    # busgan: 'bgc' that keeps an ultrasound image's up-down orientation (skin at the top):
+    # no 90-degree rotations, rotations within +-10 degrees (not the full circle), no luma flip
+    # (it would turn echogenic tissue dark), no hue rotation (it would recolour a colour
+    # Doppler overlay). x-flips (left-right), translations, scalings, brightness, contrast and
+    # saturation stay.
+    "ultrasound": AugmentSpec(xflip=1.0, xint=1.0, scale=1.0, rotate=1.0, rotate_max=10 / 180,
+                              aniso=1.0, xfrac=1.0, brightness=1.0, contrast=1.0, saturation=1.0),
+}
+DEFAULT_PRESET = "bgc"
+
+
+def preset(name: str | AugmentSpec) -> AugmentSpec:
+    """The named preset (an ``AugmentSpec`` is returned as it is)."""
+    if isinstance(name, AugmentSpec):
+        return name
+    if name not in PRESETS:
+        raise ValueError(f"unknown ADA preset {name!r}; one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def speed_kimg(ada_kimg: float, kimg: float) -> float:
+    """The ADA adjustment speed: ``ada_kimg`` when > 0, else ``min(500, kimg / 10)``.
+
+    NVlabs use 500 kimg (p may go from 0 to 1 in 500k real images) for runs of thousands of
+    kimg, and 100 when fine-tuning; at 500 a run of 6 kimg could only raise p to 0.012. With
+    0 ("auto"), p can span 0..1 within a tenth of the run, and runs of 5,000 kimg or more get
+    NVlabs' 500.
+    """
+    if ada_kimg > 0:
+        return float(ada_kimg)
+    return min(500.0, kimg / 10) if kimg > 0 else 500.0
 
 
 class _Draws:
@@ -71,36 +189,60 @@ class _Draws:
         return autodiff.normal(shape, self._next())
 
 
-def sample_params(n: int, size: int, p: Tensor, seed: Any, spec: AugmentSpec = AugmentSpec()
-                  ) -> dict[str, Tensor]:
-    """Draw per-image parameters; a transform not chosen (probability 1 - p) is the identity.
+def sample_params(shape: tuple[int, int, int, int], p: Tensor, seed: Any,
+                  spec: AugmentSpec | str = DEFAULT_PRESET) -> dict[str, Tensor]:
+    """Draw per-image parameters for images of ``shape`` (N, H, W, C).
 
+    A transform not chosen (probability 1 - p * multiplier) gets its identity value.
     ``seed``: an int, or an int32 seed tensor of shape [2] (``autodiff.seed_tensor``).
     """
+    spec = preset(spec)
+    n, h, w, c = shape
     gen = _Draws(seed)
     p = ops.cast(p, "float32")
 
-    def chosen(weight: float, prob: Tensor | None = None) -> Tensor:
-        u = gen.uniform((n,))
-        return ops.cast(u < (p if prob is None else prob) * weight, "float32")
+    def chosen(prob: Any) -> Tensor:
+        return ops.cast(gen.uniform((n,)) < prob, "float32")
 
     out: dict[str, Tensor] = {}
-    out["flip"] = chosen(spec.xflip) * ops.cast(gen.uniform((n,)) < 0.5, "float32")
-    out["rot90"] = ops.cast(chosen(spec.rotate90) * ops.floor(gen.uniform((n,)) * 4), "int32")
-    m = chosen(spec.xint)
-    tmax = spec.xint_max * size
-    shift = ops.round((gen.uniform((n, 2)) * 2 - 1) * tmax)
-    out["tx"] = ops.cast(shift[:, 0] * m, "int32")
-    out["ty"] = ops.cast(shift[:, 1] * m, "int32")
-    out["scale"] = ops.exp2(gen.normal((n,)) * spec.scale_std * chosen(spec.scale))
-    p_rot = 1 - ops.sqrt(ops.maximum(1 - p, 0.0))
-    out["theta_pre"] = (gen.uniform((n,)) * 2 - 1) * math.pi * chosen(spec.rotate, p_rot)
-    out["aniso"] = ops.exp2(gen.normal((n,)) * spec.aniso_std * chosen(spec.aniso))
-    out["theta_post"] = (gen.uniform((n,)) * 2 - 1) * math.pi * chosen(spec.rotate, p_rot)
-    out["brightness"] = gen.normal((n,)) * spec.brightness_std * chosen(spec.brightness)
-    out["contrast"] = ops.exp2(gen.normal((n,)) * spec.contrast_std * chosen(spec.contrast))
+    out["flip"] = chosen(spec.xflip * p) * ops.cast(gen.uniform((n,)) < 0.5, "float32")
+    out["rot90"] = ops.cast(chosen(spec.rotate90 * p) * ops.floor(gen.uniform((n,)) * 4), "int32")
+    m = chosen(spec.xint * p)
+    shift = (gen.uniform((n, 2)) * 2 - 1) * spec.xint_max
+    out["tx"] = ops.cast(ops.round(shift[:, 0] * w) * m, "int32")
+    out["ty"] = ops.cast(ops.round(shift[:, 1] * h) * m, "int32")
+
+    out["scale"] = ops.exp2(gen.normal((n,)) * spec.scale_std * chosen(spec.scale * p))
+    p_rot = 1 - ops.sqrt(ops.clip(1 - spec.rotate * p, 0.0, 1.0))  # P(pre or post) = rotate * p
+    theta = math.pi * spec.rotate_max
+    out["theta_pre"] = (gen.uniform((n,)) * 2 - 1) * theta * chosen(p_rot)
+    out["aniso"] = ops.exp2(gen.normal((n,)) * spec.aniso_std * chosen(spec.aniso * p))
+    out["theta_post"] = (gen.uniform((n,)) * 2 - 1) * theta * chosen(p_rot)
+    m = chosen(spec.xfrac * p)
+    frac = gen.normal((n, 2)) * spec.xfrac_std
+    out["frac_x"], out["frac_y"] = frac[:, 0] * m, frac[:, 1] * m
+
+    out["brightness"] = gen.normal((n,)) * spec.brightness_std * chosen(spec.brightness * p)
+    out["contrast"] = ops.exp2(gen.normal((n,)) * spec.contrast_std * chosen(spec.contrast * p))
+    out["lumaflip"] = chosen(spec.lumaflip * p) * ops.cast(gen.uniform((n,)) < 0.5, "float32")
+    out["hue"] = (gen.uniform((n,)) * 2 - 1) * math.pi * spec.hue_max * chosen(spec.hue * p)
+    out["saturation"] = ops.exp2(gen.normal((n,)) * spec.saturation_std * chosen(spec.saturation * p))
+
+    gains = [ops.exp2(gen.normal((n,)) * spec.imgfilter_std * chosen(spec.imgfilter * p * band))
+             for band in spec.imgfilter_bands]
+    out["band_gain"] = ops.stack(gains, axis=-1)  # [n, 4], before the power normalisation
+
+    out["noise_sigma"] = ops.abs(gen.normal((n,))) * spec.noise_std * chosen(spec.noise * p)
+    if spec.noise:
+        out["noise"] = gen.normal((n, h, w, c))
+    out["cutout_size"] = chosen(spec.cutout * p) * spec.cutout_size
+    centre = gen.uniform((n, 2))
+    out["cutout_x"], out["cutout_y"] = centre[:, 0], centre[:, 1]
     return out
 
+
+# ---------------------------------------------------------------------------------------------
+# Pixel blitting.
 
 def _reflect(i: Tensor, n: int) -> Tensor:
     """Reflect integer indices into [0, n) without repeating the edge (numpy 'reflect')."""
@@ -111,13 +253,21 @@ def _reflect(i: Tensor, n: int) -> Tensor:
     return ops.where(i >= n, period - i, i)
 
 
+def _reflect_np(i: np.ndarray, n: int) -> np.ndarray:
+    if n == 1:
+        return np.zeros_like(i)
+    i = np.mod(i, 2 * n - 2)
+    return np.where(i >= n, 2 * n - 2 - i, i)
+
+
 def _gather(x: Tensor, iy: Tensor, ix: Tensor) -> Tensor:
     """out[b, y, x] = x[b, iy[b, y, x], ix[b, y, x]] (indices already in range)."""
     b, h, w, c = ops.shape(x)
     flat = ops.reshape(x, (-1, c))
     base = ops.reshape(ops.arange(b, dtype="int32") * (h * w), (-1, 1, 1))
     idx = base + iy * w + ix
-    return ops.reshape(ops.take(flat, ops.reshape(idx, (-1,)), axis=0), (b, h, w, c))
+    oh, ow = iy.shape[1], iy.shape[2]
+    return ops.reshape(ops.take(flat, ops.reshape(idx, (-1,)), axis=0), (b, oh, ow, c))
 
 
 def xflip(x: Tensor, flip: Tensor) -> Tensor:
@@ -148,76 +298,302 @@ def translate_int(x: Tensor, tx: Tensor, ty: Tensor) -> Tensor:
     return _gather(x, iy, ix)
 
 
-def inverse_matrix(params: dict[str, Tensor]) -> Tensor:
-    """Per-image 2x2 matrix mapping output pixel offsets (x, y) from the centre to source ones.
+# ---------------------------------------------------------------------------------------------
+# Small per-image matrices (elementwise products: exact for 0/1 entries, and never lowered to
+# reduced-precision matrix units on accelerators).
 
-    The forward transform is R(post) A(aniso) R(pre) S(scale); its inverse is composed from the
-    inverse factors in reverse order.
+def _matrix(ref: Tensor, *rows: Any) -> Tensor:
+    """[n, R, C] from rows of entries that are Python numbers or [n] tensors."""
+    zero = ops.zeros_like(ref)
+    cell = lambda e: zero + e if isinstance(e, (int, float)) else e  # noqa: E731
+    return ops.stack([ops.stack([cell(e) for e in row], axis=-1) for row in rows], axis=-2)
+
+
+def _mm(a: Tensor, b: Tensor) -> Tensor:
+    """Batched product of small matrices [n, i, l] @ [n, l, j]."""
+    return ops.sum(ops.expand_dims(a, -1) * ops.expand_dims(b, -3), axis=-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# General geometric transforms.
+
+def geometric_matrix(params: dict[str, Tensor], size: tuple[int, int]) -> Tensor:
+    """Per-image 3x3 map from output pixel positions (x, y; from the image centre) to source ones.
+
+    NVlabs' convention: G_inv = S(1/s) R(theta_pre) A(1/a, a) R(theta_post) T(-t), with R(t) the
+    rotation [[cos, -sin], [sin, cos]] and t the fractional translation in pixels; the forward
+    transform applies scaling, rotation, anisotropy, rotation, translation in this order.
     """
-    def rot(t: Tensor) -> Tensor:
-        c, s = ops.cos(t), ops.sin(t)
-        return ops.stack([ops.stack([c, -s], -1), ops.stack([s, c], -1)], -2)
-
-    def diag(a: Tensor, b: Tensor) -> Tensor:
-        z = ops.zeros_like(a)
-        return ops.stack([ops.stack([a, z], -1), ops.stack([z, b], -1)], -2)
-
+    h, w = size
     s, a = params["scale"], params["aniso"]
-    m = diag(1 / s, 1 / s)
-    m = ops.matmul(m, rot(-params["theta_pre"]))
-    m = ops.matmul(m, diag(1 / a, a))
-    return ops.matmul(m, rot(-params["theta_post"]))
+
+    def rot(t: Tensor) -> Tensor:
+        c, sn = ops.cos(t), ops.sin(t)
+        return _matrix(t, [c, -sn, 0], [sn, c, 0], [0, 0, 1])
+
+    m = _matrix(s, [1 / s, 0, 0], [0, 1 / s, 0], [0, 0, 1])
+    m = _mm(m, rot(params["theta_pre"]))
+    m = _mm(m, _matrix(a, [1 / a, 0, 0], [0, a, 0], [0, 0, 1]))
+    m = _mm(m, rot(params["theta_post"]))
+    return _mm(m, _matrix(s, [1, 0, -params["frac_x"] * w], [0, 1, -params["frac_y"] * h], [0, 0, 1]))
 
 
-def resample(x: Tensor, minv: Tensor) -> Tensor:
-    """Bilinear resampling: out(u) = x(minv @ (u - c) + c), reflect padding outside."""
+# Each 1-D step (reflect padding, FIR up/downsampling, the per-image band filter) is a linear
+# map along one axis, applied as a product with a constant (or per-image) [n_in, n_out] matrix:
+# a handful of operations instead of one per filter tap.
+
+def reflect_matrix(n: int, pad: int) -> np.ndarray:
+    """[n, n + 2 pad]: numpy-'reflect' padding (reflections repeat for pad >= n)."""
+    src = _reflect_np(np.arange(-pad, n + pad), n)
+    m = np.zeros((n, n + 2 * pad))
+    m[src, np.arange(n + 2 * pad)] = 1.0
+    return m
+
+
+def upsample_matrix(n: int, taps: tuple[float, ...] = SYM6) -> np.ndarray:
+    """[n, 2n]: 2x upsampling, as NVlabs' ``upsample2d``: zero insertion, then convolution with
+    the filter (normalised to sum 1) times 2; input sample j sits at output 2j + 0.5 (12 taps).
+    y[k] = 2 sum_j x[j] f[L - 1 - (L + 1) // 2 + k - 2j] (L taps)."""
+    f = np.asarray(taps, np.float64) / np.sum(taps)
+    off = f.size - 1 - (f.size + 1) // 2
+    j, k = np.meshgrid(np.arange(n), np.arange(2 * n), indexing="ij")
+    t = off + k - 2 * j
+    ok = (t >= 0) & (t < f.size)
+    return np.where(ok, 2 * f[np.clip(t, 0, f.size - 1)], 0.0)
+
+
+def downsample_matrix(n_out: int, taps: tuple[float, ...] = SYM6) -> np.ndarray:
+    """[2 (n_out + 2 (L // 4)), n_out]: NVlabs' ``downsample2d`` with the filter unflipped and a
+    crop of L // 4 output samples per side: y[j] = sum_t z[2j + 1 + t] f[t] (12 taps)."""
+    f = np.asarray(taps, np.float64) / np.sum(taps)
+    m = np.zeros((2 * (n_out + 2 * (f.size // 4)), n_out))
+    for j in range(n_out):
+        m[2 * j + 1:2 * j + 1 + f.size, j] = f
+    return m
+
+
+def _along(x: Tensor, m: Any, axis: int) -> Tensor:
+    """Apply [n_in, n_out] (or per image [b, n_in, n_out]) along H (axis 1) or W (axis 2)."""
+    if isinstance(m, np.ndarray):
+        m = ops.convert_to_tensor(m.astype(np.float32))
+        return ops.einsum("bhwc,wv->bhvc" if axis == 2 else "bhwc,hv->bvwc", x, m)
+    return ops.einsum("bhwc,bwv->bhvc" if axis == 2 else "bhwc,bhv->bvwc", x, m)
+
+
+def _bilinear_zeros(x: Tensor, sx: Tensor, sy: Tensor) -> Tensor:
+    """Bilinear samples of x at pixel positions (sx, sy) [n, oh, ow]; taps outside count as 0."""
     _, h, w, _ = x.shape
-    cy, cx = (h - 1) / 2, (w - 1) / 2
-    gy, gx = ops.meshgrid(ops.arange(h, dtype="float32") - cy, ops.arange(w, dtype="float32") - cx,
-                          indexing="ij")
-    minv = ops.cast(minv, "float32")
-    m = lambda i, j: ops.reshape(minv[:, i, j], (-1, 1, 1))  # noqa: E731
-    sx = m(0, 0) * gx + m(0, 1) * gy + cx
-    sy = m(1, 0) * gx + m(1, 1) * gy + cy
     x0, y0 = ops.floor(sx), ops.floor(sy)
     wx, wy = ops.expand_dims(sx - x0, -1), ops.expand_dims(sy - y0, -1)
-    x0i, y0i = ops.cast(x0, "int32"), ops.cast(y0, "int32")
-    xa, xb = _reflect(x0i, w), _reflect(x0i + 1, w)
-    ya, yb = _reflect(y0i, h), _reflect(y0i + 1, h)
-    wx, wy = ops.cast(wx, x.dtype), ops.cast(wy, x.dtype)
-    top = _gather(x, ya, xa) * (1 - wx) + _gather(x, ya, xb) * wx
-    bot = _gather(x, yb, xa) * (1 - wx) + _gather(x, yb, xb) * wx
-    return top * (1 - wy) + bot * wy
+    x0, y0 = ops.cast(x0, "int32"), ops.cast(y0, "int32")
+    out = None
+    for dy, fy in ((0, 1 - wy), (1, wy)):
+        for dx, fx in ((0, 1 - wx), (1, wx)):
+            iy, ix = y0 + dy, x0 + dx
+            ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+            v = _gather(x, ops.clip(iy, 0, h - 1), ops.clip(ix, 0, w - 1))
+            term = v * (fy * fx * ops.cast(ops.expand_dims(ok, -1), x.dtype))
+            out = term if out is None else out + term
+    return out
 
 
-def color(x: Tensor, brightness: Tensor, contrast: Tensor) -> Tensor:
-    """x * contrast + brightness, per image (contrast about 0, the mid-grey of [-1, 1])."""
-    c = ops.cast(ops.reshape(contrast, (-1, 1, 1, 1)), x.dtype)
-    b = ops.cast(ops.reshape(brightness, (-1, 1, 1, 1)), x.dtype)
-    return x * c + b
+def resample(x: Tensor, ginv: Tensor) -> Tensor:
+    """Anti-aliased resampling: out(u) = x(ginv @ u), u from the image centre, as NVlabs do.
+
+    Reflect-pad by side - 1, upsample 2x (sym6), sample bilinearly (zeros outside) on the 2x
+    grid with the map conjugated to it (2 G((u + 0.5) / 2) - 0.5, NVlabs' half-pixel phase
+    compensation of the filter), then downsample 2x (sym6) back to the image's size.
+    """
+    _, h, w, _ = x.shape
+    hp = len(SYM6) // 4
+    up = _along(x, reflect_matrix(w, w - 1) @ upsample_matrix(3 * w - 2), 2)
+    up = _along(up, reflect_matrix(h, h - 1) @ upsample_matrix(3 * h - 2), 1)
+    uh, uw = up.shape[1], up.shape[2]
+    oh, ow = 2 * (h + 2 * hp), 2 * (w + 2 * hp)
+    gy, gx = np.meshgrid(np.arange(oh) - (oh - 1) / 2, np.arange(ow) - (ow - 1) / 2, indexing="ij")
+    qx = ops.convert_to_tensor(((gx + 0.5) / 2).astype(np.float32))[None]
+    qy = ops.convert_to_tensor(((gy + 0.5) / 2).astype(np.float32))[None]
+    ginv = ops.cast(ginv, "float32")
+    g = lambda i, j: ops.reshape(ginv[:, i, j], (-1, 1, 1))  # noqa: E731
+    sx = 2 * (g(0, 0) * qx + g(0, 1) * qy + g(0, 2)) - 0.5 + (uw - 1) / 2
+    sy = 2 * (g(1, 0) * qx + g(1, 1) * qy + g(1, 2)) - 0.5 + (uh - 1) / 2
+    z = _bilinear_zeros(up, sx, sy)
+    return _along(_along(z, downsample_matrix(w), 2), downsample_matrix(h), 1)
 
 
-def apply(x: Tensor, params: dict[str, Tensor], spec: AugmentSpec = AugmentSpec()) -> Tensor:
+def _is_identity_geometry(params: dict[str, Tensor]) -> Tensor:
+    same = None
+    for key, value in (("scale", 1.0), ("aniso", 1.0), ("theta_pre", 0.0), ("theta_post", 0.0),
+                       ("frac_x", 0.0), ("frac_y", 0.0)):
+        eq = ops.equal(params[key], value)
+        same = eq if same is None else ops.logical_and(same, eq)
+    return ops.reshape(same, (-1, 1, 1, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Colour.
+
+def color_matrix(params: dict[str, Tensor], channels: int) -> Tensor:
+    """Per-image 4x4 matrix on (R, G, B, 1): saturation @ hue @ lumaflip @ contrast @ brightness."""
+    b = params["brightness"]
+    one = ops.ones_like(b)
+    v = 1 / math.sqrt(3)  # the luma axis (1, 1, 1) / sqrt(3)
+    vv = [[v * v if i < 3 and j < 3 else 0.0 for j in range(4)] for i in range(4)]
+    eye = [[float(i == j) for j in range(4)] for i in range(4)]
+
+    def outer(scale: Tensor) -> Tensor:  # I + scale * (vv^T restricted to RGB)
+        return _matrix(b, *[[eye[i][j] + scale * vv[i][j] if vv[i][j] else eye[i][j]
+                             for j in range(4)] for i in range(4)])
+
+    c = params["contrast"]
+    m = _matrix(b, [1, 0, 0, b], [0, 1, 0, b], [0, 0, 1, b], [0, 0, 0, 1])
+    m = _mm(_matrix(b, [c, 0, 0, 0], [0, c, 0, 0], [0, 0, c, 0], [0, 0, 0, one]), m)
+    m = _mm(outer(-2 * params["lumaflip"]), m)  # Householder reflection along the luma axis
+    if channels > 1:
+        th = params["hue"]
+        cs, sn, cc = ops.cos(th), ops.sin(th), 1 - ops.cos(th)
+        rot = _matrix(th, [v * v * cc + cs, v * v * cc - v * sn, v * v * cc + v * sn, 0],
+                      [v * v * cc + v * sn, v * v * cc + cs, v * v * cc - v * sn, 0],
+                      [v * v * cc - v * sn, v * v * cc + v * sn, v * v * cc + cs, 0],
+                      [0, 0, 0, 1])  # Rodrigues: rotation by th about the luma axis
+        m = _mm(rot, m)
+        s = params["saturation"]
+        # vv^T + (I - vv^T) * s, written as I + (s - 1)(I - vv^T) so that s = 1 is exactly I
+        sat = _matrix(s, *[[eye[i][j] + (s - 1) * (eye[i][j] - vv[i][j]) if i < 3 and j < 3
+                            else eye[i][j] for j in range(4)] for i in range(4)])
+        m = _mm(sat, m)
+    return m
+
+
+def color(x: Tensor, cm: Tensor) -> Tensor:
+    """Apply a [n, 4, 4] colour matrix: RGB as a matrix, one channel by its mean row."""
+    c = x.shape[-1]
+    e = lambda i, j: ops.cast(ops.reshape(cm[:, i, j], (-1, 1, 1, 1)), x.dtype)  # noqa: E731
+    if c == 1:
+        gain = (e(0, 0) + e(0, 1) + e(0, 2) + e(1, 0) + e(1, 1) + e(1, 2)
+                + e(2, 0) + e(2, 1) + e(2, 2)) / 3
+        return x * gain + (e(0, 3) + e(1, 3) + e(2, 3)) / 3
+    if c == 3:
+        r, g, b = x[..., 0:1], x[..., 1:2], x[..., 2:3]
+        return ops.concatenate([r * e(i, 0) + g * e(i, 1) + b * e(i, 2) + e(i, 3) for i in range(3)],
+                               axis=-1)
+    raise ValueError(f"ADA colour transforms need 1 or 3 channels, not {c}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Image-space filtering.
+
+def _dilate(f: np.ndarray) -> np.ndarray:
+    out = np.zeros(2 * f.size - 1)
+    out[::2] = f
+    return out
+
+
+def filter_bank() -> np.ndarray:
+    """[4, 43] band filters, low to high: octaves [0, 1/8], [1/8, 1/4], [1/4, 1/2], [1/2, 1]
+    of the band to Nyquist; they sum to the identity (a delta at the centre tap).
+
+    From the sym2 low-pass H(z): lo = H(z) H(1/z) / 2 and hi = H(-z) H(-1/z) / 2 are complementary
+    half-band filters (lo + hi = 1 for an orthogonal wavelet); each level dilates the bank by
+    2 and splits its lowest band with them.
+    """
+    lo = np.asarray(SYM2)
+    hi = lo * (-1.0) ** np.arange(lo.size)
+    lo2, hi2 = np.convolve(lo, lo[::-1]) / 2, np.convolve(hi, hi[::-1]) / 2
+    bands = [np.ones(1)]
+    for _ in range(3):
+        bands = [np.convolve(_dilate(b), lo2) for b in bands]
+        top = np.zeros_like(bands[0])
+        c = (top.size - hi2.size) // 2
+        top[c:c + hi2.size] = hi2
+        bands.append(top)
+    return np.stack(bands)
+
+
+_FBANK = filter_bank()
+
+
+def filter_gains(band_gain: Tensor) -> Tensor:
+    """[n, 4] combined band gains: each band's draw t_i (others 1) normalised to unit expected
+    power, sum_b power_b * t_b^2 = 1, and the four multiplied (NVlabs' scheme)."""
+    power = ops.convert_to_tensor(np.asarray(FILTER_POWER, np.float32))
+    g = ops.ones_like(band_gain)
+    bands = band_gain.shape[-1]
+    for i in range(bands):
+        t = ops.where(ops.convert_to_tensor(np.arange(bands) == i), band_gain, 1.0)  # t_i, others 1
+        g = g * t / ops.sqrt(ops.sum(power * t * t, axis=-1, keepdims=True))
+    return g
+
+
+def _band_shifts(n: int) -> np.ndarray:
+    """[43, n, n]: tap t of a centred 43-tap correlation with reflect padding, as matrices."""
+    k = _FBANK.shape[1]
+    pad = reflect_matrix(n, k // 2)
+    return np.stack([pad[:, t:t + n] for t in range(k)])
+
+
+def image_filter(x: Tensor, band_gain: Tensor) -> Tensor:
+    """Filter each image with sum_b g_b * band_b, separably (rows, then columns), reflect padding."""
+    _, h, w, _ = x.shape
+    taps = ops.einsum("bk,kt->bt", filter_gains(band_gain), ops.convert_to_tensor(_FBANK.astype(np.float32)))
+    for axis, n in ((2, w), (1, h)):
+        m = ops.einsum("bt,tio->bio", taps, ops.convert_to_tensor(_band_shifts(n).astype(np.float32)))
+        x = _along(x, m, axis)
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Corruptions.
+
+def add_noise(x: Tensor, noise: Tensor, sigma: Tensor) -> Tensor:
+    return x + noise * ops.cast(ops.reshape(sigma, (-1, 1, 1, 1)), x.dtype)
+
+
+def cutout(x: Tensor, size: Tensor, cx: Tensor, cy: Tensor) -> Tensor:
+    """Zero a square of side ``size`` (fraction of the side) centred at (cx, cy) in [0, 1]^2."""
+    _, h, w, _ = x.shape
+    px = ops.convert_to_tensor(((np.arange(w) + 0.5) / w).astype(np.float32))
+    py = ops.convert_to_tensor(((np.arange(h) + 0.5) / h).astype(np.float32))
+    r = ops.reshape(size, (-1, 1, 1)) / 2
+    out_x = ops.abs(ops.reshape(px, (1, 1, -1)) - ops.reshape(cx, (-1, 1, 1))) >= r
+    out_y = ops.abs(ops.reshape(py, (1, -1, 1)) - ops.reshape(cy, (-1, 1, 1))) >= r
+    keep = ops.cast(ops.logical_or(out_x, out_y), x.dtype)
+    return x * ops.expand_dims(keep, -1)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def apply(x: Tensor, params: dict[str, Tensor], spec: AugmentSpec | str = DEFAULT_PRESET) -> Tensor:
     """Apply drawn parameters (identity where a transform was not chosen)."""
+    spec = preset(spec)
+    _, h, w, c = x.shape
     if spec.xflip:
         x = xflip(x, params["flip"])
     if spec.rotate90:
         x = rotate90(x, params["rot90"])
     if spec.xint:
         x = translate_int(x, params["tx"], params["ty"])
-    if spec.scale or spec.rotate or spec.aniso:
-        x = resample(x, inverse_matrix(params))
-    if spec.brightness or spec.contrast:
-        x = color(x, params["brightness"], params["contrast"])
+    if spec.geometric:
+        x = ops.where(_is_identity_geometry(params), x,
+                      resample(x, geometric_matrix(params, (h, w))))
+    if spec.color:
+        x = color(x, color_matrix(params, c))
+    if spec.imgfilter:
+        same = ops.reshape(ops.all(ops.equal(params["band_gain"], 1.0), axis=-1), (-1, 1, 1, 1))
+        x = ops.where(same, x, image_filter(x, params["band_gain"]))
+    if spec.noise:
+        x = add_noise(x, params["noise"], params["noise_sigma"])
+    if spec.cutout:
+        x = cutout(x, params["cutout_size"], params["cutout_x"], params["cutout_y"])
     return x
 
 
-def augment(x: Tensor, p: Tensor, seed: Any, spec: AugmentSpec = AugmentSpec()) -> Tensor:
+def augment(x: Tensor, p: Tensor, seed: Any, spec: AugmentSpec | str = DEFAULT_PRESET) -> Tensor:
     """Augment a batch with probability ``p`` per transform (differentiable in ``x``)."""
-    n, size = x.shape[0], x.shape[1]
+    n, h, w, c = x.shape
     if n is None:
         n = ops.shape(x)[0]
-    return apply(x, sample_params(n, size, p, seed, spec), spec)
+    return apply(x, sample_params((n, h, w, c), p, seed, spec), spec)
 
 
 def adjust_p(p: float, rt: float, n_images: int, target: float = 0.6, speed_kimg: float = 500.0) -> float:

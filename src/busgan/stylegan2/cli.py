@@ -9,35 +9,6 @@ from typing import Any
 
 from busgan.config import add_config_args, config_from_args
 
-# The [gan] key ``config`` (widths e/f/custom) would collide with ``--config FILE``; on the
-# command line it is ``--cfg`` (NVlabs' name). ``--set gan.config=f`` works as well.
-_RENAMES = {"--config": "--cfg"}
-
-
-class _Group:
-    """An argument group that renames colliding option strings of config fields."""
-
-    def __init__(self, group: Any) -> None:
-        self.group = group
-
-    def add_argument(self, *names: str, **kw: Any) -> Any:
-        if kw.get("dest", "").startswith("cfg__"):
-            names = tuple(_RENAMES.get(n, n) for n in names)
-        return self.group.add_argument(*names, **kw)
-
-
-class _Parser:
-    """Passes everything to the parser, wrapping its argument groups in ``_Group``."""
-
-    def __init__(self, parser: argparse.ArgumentParser) -> None:
-        self.parser = parser
-
-    def add_argument(self, *a: Any, **kw: Any) -> Any:
-        return self.parser.add_argument(*a, **kw)
-
-    def add_argument_group(self, *a: Any, **kw: Any) -> _Group:
-        return _Group(self.parser.add_argument_group(*a, **kw))
-
 
 def register(sub: Any) -> None:
     """Add ``train-gan`` and ``generate``."""
@@ -53,7 +24,7 @@ def register(sub: Any) -> None:
                    help="FID features: a busgan classifier model.keras or InceptionV3 notop .h5 "
                         "(default: offline pixel features, see docs/stylegan2.md)")
     p.add_argument("--devices", type=int, default=None, help="local devices to use (JAX; default all)")
-    add_config_args(_Parser(p), "gan")  # type: ignore[arg-type]
+    add_config_args(p, "gan")  # --preset e|f|custom, --resolution, ...
     p.set_defaults(func=_train)
 
     g = sub.add_parser(
@@ -79,7 +50,9 @@ def _train(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from busgan.stylegan2.generate import generate_images, parse_seeds
     cfg = config_from_args(args).generate
-    seeds = parse_seeds(args.seeds) if args.seeds else list(range(1, cfg.n_per_class + 1))
+    # psi and every other key were checked (finite, in range) when the config was loaded;
+    # seeds are ranges, checked before any is made, never one list
+    seeds = parse_seeds(args.seeds) if args.seeds else range(1, cfg.n_per_class + 1)
     network = args.network
     if network.name == "best" and not network.exists():
         network = network.parent

@@ -63,7 +63,10 @@ class LossSetup:
         """Path-length penalty on ``n // pl_batch_shrink`` samples; returns (penalty, pl_mean').
 
         The length of J_w^T y (y: image-space noise scaled by 1/sqrt(pixels)) should be
-        constant; its running mean ``pl_mean`` is updated with ``pl_decay``.
+        constant; its running mean ``pl_mean`` is updated with ``pl_decay``:
+        ``pl_mean' = pl_mean + (mean(lengths) - pl_mean) * pl_decay`` and the penalty is
+        ``mean((lengths - pl_mean')^2)``, differentiated through ``pl_mean'`` too (NVlabs'
+        formula); the returned ``pl_mean'`` carries no gradient.
         """
         m = max(1, n // self.pl_batch_shrink)
         z = autodiff.normal((m, self.G.z_dim), autodiff.fold_in(seed, 0))
@@ -79,9 +82,11 @@ class LossSetup:
 
         _, grads = autodiff.input_grad(weighted, ws)
         lengths = ops.sqrt(ops.mean(ops.sum(ops.square(grads), axis=2), axis=1) + 1e-12)
-        new_mean = ops.stop_gradient(pl_mean + (ops.mean(lengths) - pl_mean) * self.pl_decay)
+        # As NVlabs: the penalty uses the updated mean without stopping its gradient (so it also
+        # flows through mean(lengths)); only the value kept for the next step is stopped.
+        new_mean = pl_mean + (ops.mean(lengths) - pl_mean) * self.pl_decay
         penalty = ops.mean(ops.square(lengths - new_mean))
-        return penalty, new_mean
+        return penalty, ops.stop_gradient(new_mean)
 
     def d_main(self, d, d_nt, fake, reals, p, seed):
         """Logistic loss softplus(D(fake)) + softplus(-D(real)); returns (loss, logs)."""

@@ -10,7 +10,7 @@ even (a) is not comparable with published FIDs. Within one run every extractor r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -187,7 +187,8 @@ def classifier_features(path: Path) -> KerasFeatures:
     """The penultimate layer of a busgan classifier (the last Dense layer before the output).
 
     Prefers the layer named ``head_dense`` (busgan's Dense(head_units) head). Images go in as
-    RGB floats in [0, 1] at the model's input size, as ``busgan.classifier`` loads them.
+    RGB pixel values 0-255 at the model's input size: the model scales them itself (its
+    ``preprocess`` layer), as ``busgan.classifier`` feeds them.
     """
     import keras
 
@@ -199,13 +200,17 @@ def classifier_features(path: Path) -> KerasFeatures:
     except Exception as e:  # noqa: BLE001
         raise BusganError(f"{path}: cannot load as a Keras model ({type(e).__name__}); "
                           "give a model.keras written by busgan train-classifier") from None
-    dense = [layer for layer in _flat_layers(model) if isinstance(layer, keras.layers.Dense)]
+    if all(layer.name != "preprocess" for layer in model.layers):  # classifier.model.PREPROCESS_LAYER
+        raise BusganError(f"{path}: saved by an older busgan that scaled images outside the model "
+                          "(no 'preprocess' layer); retrain it with busgan train-classifier")
+    dense = [layer for layer in _flat_layers(model) if isinstance(layer, keras.layers.Dense)
+             and layer.name != "preprocess"]
     if len(dense) < 2:
         raise BusganError(f"{path}: no Dense layer before the output; give a busgan classifier")
     head = next((d for d in dense if d.name == "head_dense"), dense[-2])
     feat = keras.Model(model.inputs, head.output)
     size = int(model.inputs[0].shape[1] or 256)
-    return KerasFeatures(feat, size, lambda x: x / 255.0, f"classifier:{Path(path).name}:{head.name}")
+    return KerasFeatures(feat, size, lambda x: x, f"classifier:{Path(path).name}:{head.name}")
 
 
 def _flat_layers(model: object) -> list[object]:
@@ -230,8 +235,3 @@ def make_extractor(feature_model: Path | None) -> FeatureExtractor:
         return inception_features(p)
     raise BusganError(f"{p}: unknown feature model; give a classifier model.keras or "
                       "InceptionV3 notop weights (.h5)")
-
-
-def features_of(extractor: FeatureExtractor, batches: Iterable[np.ndarray]) -> np.ndarray:
-    """Concatenate the features of a stream of uint8 image batches."""
-    return np.concatenate([extractor(b) for b in batches])

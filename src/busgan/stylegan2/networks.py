@@ -32,7 +32,7 @@ def channels_for(cfg: GanConfig) -> dict[int, int]:
         raise BusganError(f"gan.resolution: {res} is not a power of two in 8..1024; use e.g. 256")
     if cfg.channels not in (1, 3):
         raise BusganError(f"gan.channels: {cfg.channels} must be 1 (grayscale) or 3 (RGB)")
-    base, cmax = {"e": (16384, 512), "f": (32768, 512)}.get(cfg.config, (cfg.channel_base, cfg.channel_max))
+    base, cmax = {"e": (16384, 512), "f": (32768, 512)}.get(cfg.preset, (cfg.channel_base, cfg.channel_max))
     out = {}
     r = 4
     while r <= res:

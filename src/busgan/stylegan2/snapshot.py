@@ -2,8 +2,10 @@
 
 Why this format: ``np.load(..., allow_pickle=False)`` cannot run code, unlike pickle-based
 snapshots, and every array is addressable by name (``g/3``, ``d_opt/m/0``). The JSON metadata
-(config, counters, ADA p, RNG state, FID history) is stored inside the same archive as a
-uint8 array called ``__meta__``, so one atomic rename publishes a complete snapshot.
+(the [gan] config, images shown and step, ADA p and its sign accumulator, RNG seed and step,
+backend, devices, training data, time) is stored inside the same archive as a uint8 array
+called ``__meta__``, so one atomic rename publishes a complete snapshot. The FID history is
+not in snapshots: it is ``fid.csv`` beside them (and ``best.json``, the lowest FID).
 
 Files are ``snapshots/snapshot-<images shown, 9 digits>.npz``; the newest readable one is
 the resume point. A snapshot refuses to load into a different architecture.
@@ -22,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from busgan.config import GanConfig
+from busgan.config import GanConfig, keys_with_effect, with_current_keys
 from busgan.errors import BusganError
 from busgan.fileio import atomic_path
 
 FORMAT = "busgan-stylegan2-snapshot/1"
 META_KEY = "__meta__"
 # Fields that change the networks' shapes: a snapshot cannot load across them.
-ARCH_KEYS = ("config", "resolution", "channels", "channel_base", "channel_max", "z_dim",
+ARCH_KEYS = ("preset", "resolution", "channels", "channel_base", "channel_max", "z_dim",
              "mapping_layers")
 _NAME = re.compile(r"^snapshot-(\d{9})\.npz$")
 
@@ -120,25 +122,39 @@ def read_snapshot(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return arrays, meta
 
 
+def gan_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The [gan] values a snapshot stores, under today's key names (older snapshots stored
+    ``gan.preset`` as ``config``)."""
+    return with_current_keys("gan", meta["gan"])
+
+
 def config_from_meta(meta: dict[str, Any], source: str = "snapshot") -> GanConfig:
     """The GanConfig stored in a snapshot (unknown keys from other versions ignored)."""
     known = {f.name for f in dataclasses.fields(GanConfig)}
     try:
-        return GanConfig(**{k: v for k, v in meta["gan"].items() if k in known})
-    except (KeyError, TypeError):
+        return GanConfig(**{k: v for k, v in gan_meta(meta).items() if k in known})
+    except (KeyError, TypeError, ValueError):
         raise BusganError(f"{source}: no [gan] config in the snapshot metadata; "
                           "give a snapshot written by busgan train-gan") from None
 
 
 def check_config(meta: dict[str, Any], cfg: GanConfig, source: str) -> list[str]:
     """Refuse a snapshot of another architecture; return the other settings that changed."""
-    old = meta.get("gan", {})
+    old = gan_meta(meta) if isinstance(meta.get("gan"), dict) else {}
     new = dataclasses.asdict(cfg)
     arch = [k for k in ARCH_KEYS if old.get(k) != new[k]]
     if arch:
         diffs = ", ".join(f"{k}={old.get(k)!r} (now {new[k]!r})" for k in arch)
         raise BusganError(f"{source}: snapshot is from another network: {diffs}; "
-                          "use the same settings, or a new --out folder, or --resume none")
+                          "use the same settings, or a new --out folder")
+    # Keys declared effect="result" shape training from its first step: continuing under new
+    # values would give a network trained with settings it never (fully) saw.
+    restart = [k for k in keys_with_effect(cfg, "result") if k in old and old[k] != new[k]]
+    if restart:
+        diffs = ", ".join(f"gan.{k}={old[k]!r} (now {new[k]!r})" for k in restart)
+        raise BusganError(f"{source}: snapshot was trained with {diffs}, which cannot change "
+                          "mid-training; set them back, or train afresh in a new --out folder "
+                          "(busgan run: a new --work, or delete WORK/stylegan2)")
     return [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if k in old and old[k] != new[k]]
 
 

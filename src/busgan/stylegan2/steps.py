@@ -17,6 +17,7 @@ import numpy as np
 from keras import ops
 
 from busgan.config import GanConfig
+from busgan.errors import BusganError
 from busgan.stylegan2 import autodiff
 from busgan.stylegan2.loss import AugmentFn, LossSetup, no_augment
 
@@ -121,22 +122,50 @@ def adam_update(params: list, grads: list, opt: dict[str, Any], lr: float, b1: f
     return new_p, {"m": new_m, "v": new_v, "t": t}
 
 
-def ema_beta(cfg: GanConfig, batch_size: int | None = None) -> float:
-    """Per-step EMA decay giving a half-life of ``cfg.ema_kimg`` thousand images."""
+def ema_kimg(cfg: GanConfig, batch_size: int | None = None) -> float:
+    """The EMA half-life in kimg before ramp-up: ``cfg.ema_kimg``, or NVlabs' ``batch * 10 / 32``
+    when it is 0 (``batch``: ``batch_size``, default ``cfg.batch_size``)."""
+    if cfg.ema_kimg < 0:
+        raise BusganError(f"gan.ema_kimg: {cfg.ema_kimg} is negative; use a half-life in kimg, "
+                          "or 0 for NVlabs' batch_size * 10 / 32")
+    if cfg.ema_rampup < 0:
+        raise BusganError(f"gan.ema_rampup: {cfg.ema_rampup} is negative; use e.g. 0.05, or 0 for none")
     batch = cfg.batch_size if batch_size is None else batch_size
-    return 0.5 ** (batch / max(cfg.ema_kimg * 1000.0, 1e-8))
+    return cfg.ema_kimg if cfg.ema_kimg > 0 else batch * 10.0 / 32.0
+
+
+def ema_beta(cfg: GanConfig, batch_size: int | None = None, cur_nimg: Any = None) -> Any:
+    """Per-step EMA decay ``0.5 ** (batch / ema_nimg)`` (NVlabs' formula).
+
+    ``ema_nimg`` is ``ema_kimg(cfg, batch) * 1000``, with ramp-up (``cfg.ema_rampup > 0``) at
+    most ``cur_nimg * cfg.ema_rampup``, where ``cur_nimg`` is the number of images shown before
+    this step: the first update (``cur_nimg = 0``, beta 0) copies G into G_ema. ``cur_nimg``
+    None gives the horizon without ramp-up (its value once ``cur_nimg`` is large). A Python or
+    NumPy number gives a float; a tensor gives a float32 tensor (traceable).
+    """
+    batch = cfg.batch_size if batch_size is None else batch_size
+    nimg = ema_kimg(cfg, batch) * 1000.0
+    if cur_nimg is None or cfg.ema_rampup == 0:
+        return 0.5 ** (batch / max(nimg, 1e-8))
+    if isinstance(cur_nimg, (int, float, np.number)):
+        return 0.5 ** (batch / max(min(nimg, float(cur_nimg) * cfg.ema_rampup), 1e-8))
+    ramped = ops.minimum(nimg, ops.cast(cur_nimg, "float32") * cfg.ema_rampup)
+    return ops.power(0.5, batch / ops.maximum(ramped, 1e-8))
 
 
 # --- phases --------------------------------------------------------------------------------
 
 @dataclass
 class Phases:
-    """Compiled phases; each takes (state, real_batch, seed) and returns (state, logs)."""
+    """Compiled phases: ``g_main``, ``g_reg``, ``d_main``, ``d_reg`` each take
+    ``(state, real_batch, seed)`` and return ``(state, logs)``; ``ema(state, cur_nimg)`` returns
+    the state with G_ema updated, ``cur_nimg`` being the images shown before this step (a float32
+    scalar, passed as a tensor so that the program is not recompiled at every step)."""
     g_main: Callable
     g_reg: Callable
     d_main: Callable
     d_reg: Callable
-    ema: Callable  # (state) -> state
+    ema: Callable  # (state, cur_nimg) -> state
     setup: LossSetup
     g_reg_interval: int = G_REG_INTERVAL
     d_reg_interval: int = D_REG_INTERVAL
@@ -188,10 +217,11 @@ def phase_functions(G: keras.Model, D: keras.Model, cfg: GanConfig,
         d, opt = adam_update(state["d"], grads, state["d_opt"], *d_lr)
         return {**state, "d": d, "d_opt": opt}, {"r1_penalty": pen}
 
-    beta = ema_beta(cfg, ema_batch)
+    ema_kimg(cfg, ema_batch)  # refuse bad settings now, not inside the trace
 
-    def ema(state):
-        g_ema = [p + (e - p) * beta for p, e in zip(state["g"], state["g_ema"])]
+    def ema(state, cur_nimg):
+        beta = ema_beta(cfg, ema_batch, ops.cast(cur_nimg, "float32"))
+        g_ema = [p + (e - p) * ops.cast(beta, p.dtype) for p, e in zip(state["g"], state["g_ema"])]
         return {**state, "g_ema": g_ema, "g_ema_nt": [ops.copy(x) for x in state["g_nt"]]}
 
     return {"g_main": g_main, "g_reg": g_reg, "d_main": d_main, "d_reg": d_reg, "ema": ema, "setup": setup}
@@ -201,13 +231,19 @@ def make_phases(G: keras.Model, D: keras.Model, cfg: GanConfig, augment_fn: Augm
                 mixing_prob: float = 0.9, ema_batch: int | None = None, jit: bool = True) -> Phases:
     """Compile the four phases and the EMA update for these models and hyper-parameters.
 
-    ``cfg.gamma`` is the R1 weight, ``cfg.lr`` the learning rate, ``cfg.ema_kimg`` the EMA
-    half-life (per step of ``ema_batch`` images, default ``cfg.batch_size``).
+    ``cfg.gamma`` is the R1 weight, ``cfg.lr`` the learning rate, ``cfg.ema_kimg`` and
+    ``cfg.ema_rampup`` the EMA half-life and its ramp-up (per step of ``ema_batch`` images,
+    default ``cfg.batch_size``; see ``ema_beta``). ``ema`` converts ``cur_nimg`` to a float32
+    tensor before the compiled program, so a Python number does not retrace it either.
     """
     fns = phase_functions(G, D, cfg, augment_fn, mixing_prob, ema_batch)
     wrap = autodiff.compile if jit else (lambda f: f)
+    ema_fn = wrap(fns["ema"])
+
+    def ema(state, cur_nimg):
+        return ema_fn(state, ops.convert_to_tensor(cur_nimg, "float32"))
     return Phases(g_main=wrap(fns["g_main"]), g_reg=wrap(fns["g_reg"]), d_main=wrap(fns["d_main"]),
-                  d_reg=wrap(fns["d_reg"]), ema=wrap(fns["ema"]), setup=fns["setup"])
+                  d_reg=wrap(fns["d_reg"]), ema=ema, setup=fns["setup"])
 
 
 # --- generation ----------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import numpy as np
 from keras import ops
 from PIL import Image
 
-from busgan.config import GanConfig
+from busgan.config import GanConfig, restart_values
 from busgan.errors import BusganError
 from busgan.fileio import atomic_write_text, read_json, write_json
 from busgan.stylegan2 import augment as ada
@@ -176,9 +176,8 @@ class Evaluator:
 
 # --- compiled programs, reused across calls ------------------------------------------------
 
-# Fields that only change how long a run is or what it records: runs differing only in these
-# share compiled phases (compiling takes far longer than a short run on a CPU).
-_RUN_ONLY = ("kimg", "snapshot_kimg", "tick_kimg", "fid_images", "keep_snapshots")
+# Runs differing only in keys declared effect "resume" or "none" (how long a run is, what it
+# records) share compiled phases: compiling takes far longer than a short run on a CPU.
 _CACHE: dict[tuple, tuple] = {}
 
 
@@ -187,13 +186,14 @@ def _compiled(cfg: GanConfig, dev: Devices) -> tuple:
 
     The models are never written to (every phase is stateless), so reusing them is safe.
     """
-    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RUN_ONLY}
+    fields = restart_values(cfg)
     key = (tuple(sorted(fields.items())), dev.count, keras.backend.backend())
     if key not in _CACHE:
         _CACHE.clear()  # one config at a time bounds memory
         G = networks.build_generator(cfg, seed=cfg.seed)
         D = networks.build_discriminator(cfg, seed=cfg.seed)
-        augment_fn = (lambda x, p, s: ada.augment(x, p, s)) if cfg.augment == "ada" else None
+        spec = ada.preset(cfg.ada_preset)
+        augment_fn = (lambda x, p, s: ada.augment(x, p, s, spec)) if cfg.augment == "ada" else None
         phases = steps.make_phases(G, D, cfg, augment_fn=augment_fn)
         sample = _sampler(cfg.batch_size, cfg.mirror)
         synth = autodiff.compile(lambda ema, z: steps.synthesize(G, ema, z, psi=1.0, noise_mode="const"))
@@ -204,28 +204,234 @@ def _compiled(cfg: GanConfig, dev: Devices) -> tuple:
 # --- the loop ------------------------------------------------------------------------------
 
 @dataclasses.dataclass
-class _Counters:
+class _Progress:
+    """What a snapshot stores besides the weights: the step and the ADA controller's state."""
     step: int = 0
     ada_p: float = 0.0
-    ada_sum: float = 0.0
-    ada_count: int = 0
+    ada_sign_sum: float = 0.0  # sum of E[sign(D(real))] over the steps since the last p update
+    ada_sign_count: int = 0
 
 
 def _state_numpy(state: Any) -> dict[str, np.ndarray]:
     """The state as named host arrays (what a snapshot stores)."""
-    return {k: np.asarray(ops.convert_to_numpy(v)) for k, v in _leaves(state).items()}
-
-
-def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        return {k2: v2 for k in sorted(tree) for k2, v2 in _leaves(tree[k], f"{prefix}{k}/").items()}
-    if isinstance(tree, (list, tuple)):
-        return {k2: v2 for i, v in enumerate(tree) for k2, v2 in _leaves(v, f"{prefix}{i}/").items()}
-    return {prefix[:-1]: tree}
+    return snap.flatten(keras.tree.map_structure(ops.convert_to_numpy, state))
 
 
 def _nonfinite(arrays: dict[str, np.ndarray]) -> list[str]:
     return [k for k, a in arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()]
+
+
+def _check_lengths(cfg: GanConfig) -> None:
+    networks.channels_for(cfg)  # refuses a bad resolution or channel count
+    if cfg.batch_size < 1 or cfg.kimg <= 0 or cfg.snapshot_kimg <= 0 or cfg.tick_kimg <= 0:
+        raise BusganError("gan.batch_size, gan.kimg, gan.snapshot_kimg and gan.tick_kimg must be positive")
+
+
+def _resume_point(out_dir: Path, cfg: GanConfig, resume: bool,
+                  log: Callable[[str], None]) -> tuple[Path | None, dict[str, np.ndarray] | None, dict]:
+    """(newest snapshot, its arrays, its metadata), checked against ``cfg`` before compiling."""
+    latest = snap.latest_snapshot(out_dir / "snapshots")
+    if latest is None:
+        return None, None, {}
+    if not resume:
+        raise BusganError(f"{out_dir}: already holds snapshots; continue with --resume auto, "
+                          "or give an empty --out folder")
+    arrays, meta = snap.read_snapshot(latest)
+    changed = snap.check_config(meta, cfg, str(latest))
+    log(f"[train-gan] resuming from {latest} (kimg {meta['nimg'] / 1000:.1f})"
+        + (f"; changed settings: {'; '.join(changed)}" if changed else ""))
+    return latest, arrays, meta
+
+
+class GanTrainer:
+    """One class's StyleGAN2 training: ``step()`` trains on one batch, ``tick()`` logs the
+    losses since the last tick, ``snapshot()`` saves the state and evaluates it."""
+
+    def __init__(self, data_dir: Path, out_dir: Path, cfg: GanConfig, dev: Devices,
+                 feature_model: Path | None, log: Callable[[str], None]) -> None:
+        self.data_dir, self.out_dir, self.cfg, self.dev, self.log = data_dir, out_dir, cfg, dev, log
+        self.images = self._load_images()
+        self.G, self.D, self.phases, self.sample, synth = _compiled(cfg, dev)
+        self.progress = _Progress()
+        self.state: Any = None
+        self.is_main = dev.is_main
+        self.writer = EventWriter(out_dir / "logs") if self.is_main else None
+        self.extractor = metrics.make_extractor(feature_model)
+        self.evaluator = (Evaluator(synth, cfg, self.images, self.extractor, out_dir / "cache")
+                          if self.is_main else None)
+        self.device_images = dev.replicate(self.images)
+        self.images_sha = hashlib.sha256(self.images.tobytes()).hexdigest()[:16]
+        self.tick_logs: list[dict[str, Any]] = []  # per-step losses since the last tick
+        self.tick_count, self.tick_started, self.tick_start_nimg = 0, time.time(), 0
+        self.first_tick = True
+        self.started = time.time()
+
+    def _load_images(self) -> np.ndarray:
+        cfg = self.cfg
+        images, resized = load_class_images(self.data_dir, cfg.resolution, cfg.channels)
+        if len(images) < cfg.batch_size:
+            raise BusganError(f"{self.data_dir}: {len(images)} images, fewer than gan.batch_size="
+                              f"{cfg.batch_size}; add images or lower --batch-size")
+        if resized:
+            self.log(f"[train-gan] {resized} of {len(images)} images in {self.data_dir} were not "
+                     f"{cfg.resolution}x{cfg.resolution}: centre-cropped to square and resized")
+        return images
+
+    @property
+    def nimg(self) -> int:
+        """Real images shown so far."""
+        return self.progress.step * self.cfg.batch_size
+
+    def start(self, snapshot: Path | None, arrays: dict[str, np.ndarray] | None, meta: dict) -> None:
+        """Fresh weights, or the state of ``snapshot`` (evaluated now if a crash skipped that)."""
+        template = steps.init_state(self.G, self.D)
+        tree: Any = template
+        if snapshot is not None and arrays is not None:
+            tree = snap.unflatten_like(template, arrays, str(snapshot))
+            self.progress = _Progress(int(meta["step"]), float(meta["ada_p"]),
+                                      float(meta["ada_acc"][0]), int(meta["ada_acc"][1]))
+        self.state = self.dev.replicate(tree)
+        self.tick_count = self.nimg // self._tick_nimg
+        self.tick_start_nimg = self.nimg
+        if self.is_main:
+            save_image(self.out_dir / "grids" / "reals.png", image_grid(self.images[:GRID_SEEDS]))
+        cfg = self.cfg
+        self.log(f"[train-gan] {self.data_dir}: {len(self.images)} images {cfg.resolution}x"
+                 f"{cfg.resolution}x{cfg.channels}; G {networks.count_params(self.G):,} "
+                 f"D {networks.count_params(self.D):,} params; {self.dev.describe()}; "
+                 f"{keras.backend.backend()}; FID features: {self.extractor.name}")
+        evaluated = {r["snapshot"] for r in read_fid_csv(self.out_dir / "fid.csv")}
+        if self.is_main and snapshot is not None and snapshot.name not in evaluated:
+            self.evaluate(snapshot)
+        self.tick_started = time.time()
+
+    @property
+    def _tick_nimg(self) -> int:
+        return max(self.cfg.batch_size, int(round(self.cfg.tick_kimg * 1000)))
+
+    @property
+    def _snapshot_nimg(self) -> int:
+        return max(self.cfg.batch_size, int(round(self.cfg.snapshot_kimg * 1000)))
+
+    def step(self) -> None:
+        """G main (+ path length), D main (+ R1), G_ema update, then the ADA controller."""
+        p, step, seed = self.phases, self.progress.step, self.cfg.seed
+        reals = self.dev.shard_batch(self.sample(self.device_images, step_seed(seed, step, 0)))
+        state, g_logs = p.g_main(self.state, reals, step_seed(seed, step, 1))
+        logs = dict(g_logs)
+        if step % p.g_reg_interval == 0:
+            state, reg_logs = p.g_reg(state, reals, step_seed(seed, step, 2))
+            logs.update(reg_logs)
+        state, d_logs = p.d_main(state, reals, step_seed(seed, step, 3))
+        logs.update({k if k != "fake_score" else "d_fake_score": v for k, v in d_logs.items()})
+        if step % p.d_reg_interval == 0:
+            state, reg_logs = p.d_reg(state, reals, step_seed(seed, step, 4))
+            logs.update(reg_logs)
+        self.state = p.ema(state, self.dev.replicate(np.float32(self.nimg)))
+        self.progress.step += 1
+        self.tick_logs.append(logs)
+        if self.cfg.augment == "ada":
+            self._adjust_ada(float(ops.convert_to_numpy(d_logs["real_sign"])))
+
+    def _adjust_ada(self, real_sign: float) -> None:
+        """Every ADA_INTERVAL steps, move p toward the target of E[sign(D(real))]."""
+        pr, cfg = self.progress, self.cfg
+        pr.ada_sign_sum += real_sign
+        pr.ada_sign_count += 1
+        if pr.ada_sign_count == ADA_INTERVAL:
+            pr.ada_p = ada.adjust_p(pr.ada_p, pr.ada_sign_sum / pr.ada_sign_count,
+                                    ADA_INTERVAL * cfg.batch_size, cfg.ada_target,
+                                    ada.speed_kimg(cfg.ada_kimg, cfg.kimg))
+            pr.ada_sign_sum, pr.ada_sign_count = 0.0, 0
+            self.state = {**self.state, "aug_p": self.dev.replicate(np.float32(pr.ada_p))}
+
+    def tick(self) -> None:
+        """Log the mean losses since the last tick (terminal, stats.csv, TensorBoard)."""
+        means = _tick_means(self.tick_logs)
+        self.tick_logs = []
+        bad = [k for k, v in means.items() if not math.isfinite(v)]
+        if bad:
+            raise _nan_error(self.out_dir, self.nimg, f"losses {', '.join(bad)}")
+        self.tick_count += 1
+        nimg, total = self.nimg, self._total_nimg
+        s_per_kimg = (time.time() - self.tick_started) / max((nimg - self.tick_start_nimg) / 1000, 1e-9)
+        self.tick_started, self.tick_start_nimg = time.time(), nimg
+        mem, p = memory_gb(), self.progress.ada_p
+        kfmt = ".1f" if total >= 10_000 else ".3f"
+        self.log(f"[train-gan] tick {self.tick_count}  kimg {nimg / 1000:{kfmt}}/{total / 1000:{kfmt}}  "
+                 f"s/kimg {s_per_kimg:.2f}{' (compiling)' if self.first_tick else ''}  "
+                 f"G {_v(means, 'loss_g')}  D {_v(means, 'loss_d')}  R1 {_v(means, 'r1_penalty')}  "
+                 f"PL {_v(means, 'pl_penalty')}  p {p:.3f}  mem {mem:.2f} GB  "
+                 f"elapsed {_fmt_time(time.time() - self.started)}")
+        self.first_tick = False
+        if self.writer is not None:
+            _append_stats(self.out_dir / "stats.csv", {"tick": self.tick_count, "kimg": nimg / 1000,
+                                                       "s_per_kimg": s_per_kimg, **means,
+                                                       "ada_p": p, "mem_gb": mem})
+            self.writer.scalars(nimg, {**{f"Loss/{k}": v for k, v in means.items()},
+                                       "Progress/s_per_kimg": s_per_kimg, "ADA/p": p,
+                                       "Resources/mem_gb": mem})
+
+    def snapshot(self) -> None:
+        """Save the full state (refused when any weight is not finite), then evaluate it."""
+        arrays = _state_numpy(self.state)
+        bad = _nonfinite(arrays)
+        if bad:
+            raise _nan_error(self.out_dir, self.nimg, f"weights {', '.join(bad[:3])}")
+        if not self.is_main:
+            return
+        pr, cfg = self.progress, self.cfg
+        meta = {"gan": dataclasses.asdict(cfg), "nimg": self.nimg, "step": pr.step,
+                "kimg": self.nimg / 1000, "ada_p": pr.ada_p, "ada_acc": [pr.ada_sign_sum, pr.ada_sign_count],
+                "rng": {"seed": cfg.seed, "step": pr.step}, "backend": keras.backend.backend(),
+                "devices": self.dev.describe(),
+                "data": {"dir": str(self.data_dir), "images": len(self.images), "sha256_16": self.images_sha},
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        path = snap.save_snapshot(self.out_dir / "snapshots" / snap.snapshot_name(self.nimg), arrays, meta)
+        self.evaluate(path)
+
+    def evaluate(self, path: Path) -> None:
+        """FID/KID and a fixed-seed grid of the EMA generator; best.json follows the lowest FID."""
+        assert self.evaluator is not None and self.writer is not None
+        t0, nimg, ev = time.time(), self.nimg, self.evaluator
+        ema = (self.state["g_ema"], self.state["g_ema_nt"])
+        fid, kid = ev(ema)
+        grid = image_grid(ev.images(ema, list(range(GRID_SEEDS))))
+        save_image(self.out_dir / "grids" / f"fakes-{nimg:09d}.png", grid)
+        self.writer.image(nimg, "fakes", grid)
+        self.writer.scalars(nimg, {"Metrics/FID": fid, "Metrics/KID": kid})
+        features = self.extractor.name
+        _append_csv(self.out_dir / "fid.csv", {"snapshot": path.name, "kimg": nimg / 1000, "fid": fid,
+                                               "kid": kid, "features": features})
+        best_file = self.out_dir / "best.json"
+        best = read_json(best_file) if best_file.is_file() else None
+        if best is None or best.get("features") != features or fid < float(best["fid"]):
+            write_json(best_file, {"snapshot": f"snapshots/{path.name}", "fid": fid, "kid": kid,
+                                   "kimg": nimg / 1000, "features": features})
+        self.log(f"[train-gan] snapshot {path.name}  FID {fid:.3f}  KID {kid:.5f}  ({time.time() - t0:.1f} s)")
+        _prune(self.out_dir / "snapshots", self.out_dir, self.cfg.keep_snapshots)
+
+    @property
+    def _total_nimg(self) -> int:
+        return int(round(self.cfg.kimg * 1000))
+
+    def run(self) -> Path:
+        """Train to ``cfg.kimg``, ticking and snapshotting on schedule; the best snapshot's path."""
+        total = self._total_nimg
+        while self.nimg < total:
+            before = self.nimg
+            self.step()
+            done = self.nimg >= total
+            if done or self.nimg // self._tick_nimg > before // self._tick_nimg:
+                self.tick()
+            if done or self.nimg // self._snapshot_nimg > before // self._snapshot_nimg:
+                self.snapshot()
+        if self.writer is not None:
+            self.writer.close()
+        best_file = self.out_dir / "best.json"
+        if not best_file.is_file():
+            raise BusganError(f"{self.out_dir}: training finished without best.json; rerun with --resume auto")
+        return self.out_dir / read_json(best_file)["snapshot"]
 
 
 def train_gan(data_dir: Path, out_dir: Path, cfg: GanConfig, resume: bool = True,
@@ -235,175 +441,20 @@ def train_gan(data_dir: Path, out_dir: Path, cfg: GanConfig, resume: bool = True
 
     ``data_dir``: that class's images. ``out_dir``: snapshots/, fid.csv, stats.csv, grids/,
     logs/, best.json. ``resume``: continue from the newest snapshot in ``out_dir`` (refused
-    when it was made with other network settings); without it, ``out_dir`` must hold no
-    snapshot. ``feature_model``: a classifier ``model.keras`` or InceptionV3 notop ``.h5`` for
-    FID/KID (None: the offline pixel fallback, see ``metrics``). ``devices``: how many local
-    devices to use (JAX; default all).
+    when it was made with other result-affecting settings); without it, ``out_dir`` must hold
+    no snapshot. ``feature_model``: a classifier ``model.keras`` or InceptionV3 notop ``.h5``
+    for FID/KID (None: the offline pixel fallback, see ``metrics``). ``devices``: how many
+    local devices to use (JAX; default all).
     """
-    t_start = time.time()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    networks.channels_for(cfg)  # refuses a bad resolution or channel count
-    if cfg.batch_size < 1 or cfg.kimg <= 0 or cfg.snapshot_kimg <= 0 or cfg.tick_kimg <= 0:
-        raise BusganError("gan.batch_size, gan.kimg, gan.snapshot_kimg and gan.tick_kimg must be positive")
+    _check_lengths(cfg)
     init_distributed()
     dev = Devices(devices)
     dev.check_batch(cfg.batch_size)
-    images, resized = load_class_images(data_dir, cfg.resolution, cfg.channels)
-    if len(images) < cfg.batch_size:
-        raise BusganError(f"{data_dir}: {len(images)} images, fewer than gan.batch_size={cfg.batch_size}; "
-                          "add images or lower --batch-size")
-    if resized:
-        log(f"[train-gan] {resized} of {len(images)} images in {data_dir} were not "
-            f"{cfg.resolution}x{cfg.resolution}: centre-cropped to square and resized")
-    snaps_dir = out_dir / "snapshots"
-    latest = snap.latest_snapshot(snaps_dir)
-    if latest is not None and not resume:
-        raise BusganError(f"{out_dir}: already holds snapshots; continue with --resume auto, "
-                          "or give an empty --out folder")
-
-    saved: dict[str, np.ndarray] | None = None
-    if latest is not None:  # check the config before spending minutes compiling
-        saved, meta = snap.read_snapshot(latest)
-        changed = snap.check_config(meta, cfg, str(latest))
-        if meta["gan"].get("batch_size") != cfg.batch_size:  # the step counter counts batches
-            raise BusganError(f"{latest}: written with gan.batch_size={meta['gan'].get('batch_size')}, "
-                              f"now {cfg.batch_size}; resume with the same batch size or use a new --out")
-    G, D, phases, sample, synth = _compiled(cfg, dev)
-    template = steps.init_state(G, D)
-    tree: Any = template
-    c = _Counters()
-    if latest is not None and saved is not None:
-        tree = snap.unflatten_like(template, saved, str(latest))
-        c = _Counters(int(meta["step"]), float(meta["ada_p"]), float(meta["ada_acc"][0]),
-                      int(meta["ada_acc"][1]))
-        log(f"[train-gan] resuming from {latest} (kimg {meta['nimg'] / 1000:.1f})"
-            + (f"; changed settings: {'; '.join(changed)}" if changed else ""))
-    state = dev.replicate(tree)
-
-    batch = cfg.batch_size
-    data = dev.replicate(images)
-    total_nimg = int(round(cfg.kimg * 1000))
-    snap_nimg = max(batch, int(round(cfg.snapshot_kimg * 1000)))
-    tick_nimg = max(batch, int(round(cfg.tick_kimg * 1000)))
-
-    main = dev.is_main
-    writer = EventWriter(out_dir / "logs") if main else None
-    extractor = metrics.make_extractor(feature_model)
-    evaluator = Evaluator(synth, cfg, images, extractor, out_dir / "cache") if main else None
-    data_hash = hashlib.sha256(images.tobytes()).hexdigest()[:16]
-    if main:
-        save_image(out_dir / "grids" / "reals.png", image_grid(images[:GRID_SEEDS]))
-    log(f"[train-gan] {data_dir}: {len(images)} images {cfg.resolution}x{cfg.resolution}x{cfg.channels}; "
-        f"G {networks.count_params(G):,} D {networks.count_params(D):,} params; {dev.describe()}; "
-        f"{keras.backend.backend()}; FID features: {extractor.name}")
-
-    def ema_vars(st: Any) -> tuple[list, list]:
-        return st["g_ema"], st["g_ema_nt"]
-
-    def take_snapshot(st: Any, step: int) -> None:
-        nimg = step * batch
-        arrays = _state_numpy(st)
-        bad = _nonfinite(arrays)
-        if bad:
-            raise _nan_error(out_dir, nimg, f"weights {', '.join(bad[:3])}")
-        if not main:
-            return
-        meta = {"gan": dataclasses.asdict(cfg), "nimg": nimg, "step": step, "kimg": nimg / 1000,
-                "ada_p": c.ada_p, "ada_acc": [c.ada_sum, c.ada_count],
-                "rng": {"seed": cfg.seed, "step": step}, "backend": keras.backend.backend(),
-                "devices": dev.describe(), "data": {"dir": str(data_dir), "images": len(images),
-                                                    "sha256_16": data_hash},
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        path = snap.save_snapshot(snaps_dir / snap.snapshot_name(nimg), arrays, meta)
-        evaluate(path, st, nimg)
-
-    def evaluate(path: Path, st: Any, nimg: int) -> None:
-        assert evaluator is not None and writer is not None
-        t0 = time.time()
-        fid, kid = evaluator(ema_vars(st))
-        grid = image_grid(evaluator.images(ema_vars(st), list(range(GRID_SEEDS))))
-        save_image(out_dir / "grids" / f"fakes-{nimg:09d}.png", grid)
-        writer.image(nimg, "fakes", grid)
-        writer.scalars(nimg, {"Metrics/FID": fid, "Metrics/KID": kid})
-        _append_csv(out_dir / "fid.csv", {"snapshot": path.name, "kimg": nimg / 1000, "fid": fid,
-                                          "kid": kid, "features": extractor.name})
-        best = read_json(out_dir / "best.json") if (out_dir / "best.json").is_file() else None
-        if best is None or best.get("features") != extractor.name or fid < float(best["fid"]):
-            write_json(out_dir / "best.json", {"snapshot": f"snapshots/{path.name}", "fid": fid,
-                                               "kid": kid, "kimg": nimg / 1000, "features": extractor.name})
-        log(f"[train-gan] snapshot {path.name}  FID {fid:.3f}  KID {kid:.5f}  ({time.time() - t0:.1f} s)")
-        _prune(snaps_dir, out_dir, cfg.keep_snapshots)
-
-    # A snapshot written before a crash but never evaluated gets its FID now.
-    if main and latest is not None and latest.name not in {r["snapshot"] for r in read_fid_csv(out_dir / "fid.csv")}:
-        evaluate(latest, state, c.step * batch)
-
-    step = c.step
-    pending: list[dict[str, Any]] = []
-    t_tick, nimg_tick = time.time(), step * batch
-    next_tick = (step * batch // tick_nimg + 1) * tick_nimg
-    next_snap = (step * batch // snap_nimg + 1) * snap_nimg
-    tick = step * batch // tick_nimg
-    kfmt = ".1f" if total_nimg >= 10_000 else ".3f"
-    first_tick = True
-    while step * batch < total_nimg:
-        reals = dev.shard_batch(sample(data, step_seed(cfg.seed, step, 0)))
-        state, lg = phases.g_main(state, reals, step_seed(cfg.seed, step, 1))
-        logs = dict(lg)
-        if step % phases.g_reg_interval == 0:
-            state, lr = phases.g_reg(state, reals, step_seed(cfg.seed, step, 2))
-            logs.update(lr)
-        state, ld = phases.d_main(state, reals, step_seed(cfg.seed, step, 3))
-        logs.update({k if k != "fake_score" else "d_fake_score": v for k, v in ld.items()})
-        if step % phases.d_reg_interval == 0:
-            state, lr = phases.d_reg(state, reals, step_seed(cfg.seed, step, 4))
-            logs.update(lr)
-        state = phases.ema(state)
-        step += 1
-        pending.append(logs)
-        if cfg.augment == "ada":
-            c.ada_sum += float(ops.convert_to_numpy(ld["real_sign"]))
-            c.ada_count += 1
-            if c.ada_count == ADA_INTERVAL:
-                c.ada_p = ada.adjust_p(c.ada_p, c.ada_sum / c.ada_count, ADA_INTERVAL * batch,
-                                       cfg.ada_target, cfg.ada_kimg)
-                c.ada_sum, c.ada_count = 0.0, 0
-                state = {**state, "aug_p": dev.replicate(np.float32(c.ada_p))}
-        nimg = step * batch
-        done = nimg >= total_nimg
-        if nimg >= next_tick or done:
-            tick += 1
-            means = _tick_means(pending)
-            pending = []
-            bad = [k for k, v in means.items() if not math.isfinite(v)]
-            if bad:
-                raise _nan_error(out_dir, nimg, f"losses {', '.join(bad)}")
-            dt = time.time() - t_tick
-            s_per_kimg = dt / max((nimg - nimg_tick) / 1000, 1e-9)
-            t_tick, nimg_tick = time.time(), nimg
-            mem = memory_gb()
-            log(f"[train-gan] tick {tick}  kimg {nimg / 1000:{kfmt}}/{total_nimg / 1000:{kfmt}}  "
-                f"s/kimg {s_per_kimg:.2f}{' (compiling)' if first_tick else ''}  G {_v(means, 'loss_g')}  "
-                f"D {_v(means, 'loss_d')}  R1 {_v(means, 'r1_penalty')}  PL {_v(means, 'pl_penalty')}  "
-                f"p {c.ada_p:.3f}  mem {mem:.2f} GB  elapsed {_fmt_time(time.time() - t_start)}")
-            first_tick = False
-            if main:
-                row = {"tick": tick, "kimg": nimg / 1000, "s_per_kimg": s_per_kimg, **means,
-                       "ada_p": c.ada_p, "mem_gb": mem}
-                _append_stats(out_dir / "stats.csv", row)
-                writer.scalars(nimg, {
-                    **{f"Loss/{k}": v for k, v in means.items()}, "Progress/s_per_kimg": s_per_kimg,
-                    "ADA/p": c.ada_p, "Resources/mem_gb": mem})
-            next_tick = (nimg // tick_nimg + 1) * tick_nimg
-        if nimg >= next_snap or done:
-            take_snapshot(state, step)
-            next_snap = (nimg // snap_nimg + 1) * snap_nimg
-    if writer is not None:
-        writer.close()
-    best_file = out_dir / "best.json"
-    if not best_file.is_file():
-        raise BusganError(f"{out_dir}: training finished without best.json; rerun with --resume auto")
-    return out_dir / read_json(best_file)["snapshot"]
+    snapshot, arrays, meta = _resume_point(out_dir, cfg, resume, log)  # before minutes of compiling
+    trainer = GanTrainer(data_dir, out_dir, cfg, dev, feature_model, log)
+    trainer.start(snapshot, arrays, meta)
+    return trainer.run()
 
 
 def _v(means: dict[str, float], key: str) -> str:

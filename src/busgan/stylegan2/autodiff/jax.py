@@ -20,9 +20,9 @@ def input_grad(fn: Callable, x: Any) -> tuple[Any, Any]:
     return y, g
 
 
-def compile(fn: Callable, donate_state: bool = False) -> Callable:
-    """One XLA program per input shape; ``donate_state`` reuses the first argument's buffers."""
-    return jax.jit(fn, donate_argnums=(0,) if donate_state else ())
+def compile(fn: Callable) -> Callable:
+    """One XLA program per input shape (``jax.jit``)."""
+    return jax.jit(fn)
 
 
 def _key(seed: Any) -> Any:

@@ -31,9 +31,8 @@ def input_grad(fn: Callable, x: Any) -> tuple[Any, Any]:
     return y, g
 
 
-def compile(fn: Callable, donate_state: bool = False) -> Callable:
+def compile(fn: Callable) -> Callable:
     """One XLA program per input shape (``tf.function(jit_compile=True)``)."""
-    del donate_state  # TensorFlow has no buffer donation
     return tf.function(fn, jit_compile=True, reduce_retracing=False)
 
 

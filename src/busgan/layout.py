@@ -1,0 +1,62 @@
+"""The work directory of ``busgan run``: one home for every folder and file name in it.
+
+    data/{train,val,test}/{benign,malignant}/   prepared images (stage prepare)
+    real/model.keras                            the real-trained classifier: selector, FID features
+    stylegan2/{benign,malignant}/               one GAN per class (snapshots, fid.csv, best.json)
+    sgan_out/{benign,malignant}/                generated images
+    selected/{benign,malignant}/                generated images the real classifier accepted
+    oracle/{phantom,generated,selected}/        the oracle arm's fresh phantom images, on the
+                                                generated images' path
+    arms/ARM/repK/model.keras                   every arm's classifier, replicate K (1-based)
+    evaluation/ARM/repK/predictions.csv         its predictions on data/test (stage test)
+    stats/                                      the verdict (stats.json, stats.md, figures)
+    records/STAGE.json                          what each finished stage used and wrote
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA = "data"
+SPLITS = ("train", "val", "test")
+REAL = "real"
+GANS = "stylegan2"
+GENERATED = "sgan_out"
+SELECTED = "selected"
+ORACLE = "oracle"
+ARMS = "arms"
+EVALUATION = "evaluation"
+STATS = "stats"
+MODEL_FILE = "model.keras"
+PREDICTIONS_FILE = "predictions.csv"
+
+# The arms: "real" (the reference), "synthetic" (the primary comparison), and the optional
+# control and combination arms of the [arms] config section.
+REAL_ARM, SYNTHETIC_ARM, COMBINED_ARM, ORACLE_ARM = "real", "synthetic", "real+synthetic", "oracle"
+ARM_NAMES = (REAL_ARM, SYNTHETIC_ARM, COMBINED_ARM, ORACLE_ARM)
+
+
+def data_split(work: Path, split: str) -> Path:
+    return Path(work) / DATA / split
+
+
+def real_model(work: Path) -> Path:
+    return Path(work) / REAL / MODEL_FILE
+
+
+def replicate_dir(work: Path, arm: str, k: int) -> Path:
+    """The folder of replicate ``k`` (1-based) of ``arm``."""
+    return Path(work) / ARMS / arm / f"rep{k}"
+
+
+def arm_model(work: Path, arm: str, k: int) -> Path:
+    return replicate_dir(work, arm, k) / MODEL_FILE
+
+
+def arm_test_dir(work: Path, arm: str, k: int) -> Path:
+    """Kept apart from ``arms/``: testing must not change the arm stages' output hashes."""
+    return Path(work) / EVALUATION / arm / f"rep{k}"
+
+
+def arm_predictions(work: Path, arm: str, k: int) -> Path:
+    return arm_test_dir(work, arm, k) / PREDICTIONS_FILE
