@@ -73,14 +73,15 @@ def test_real_arm_replicates_are_distinct_and_the_first_is_stage_one(tmp_path: P
 
 
 def test_synthetic_arm_balances_a_shortfall_and_validates_on_real(tmp_path: Path, standin: list,
-                                                                  capsys: pytest.CaptureFixture) -> None:
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     cfg = Config()
     cfg.synthetic.per_class, cfg.compare.replicates = 10, 2
     work = _work(tmp_path, {"benign": 3, "malignant": 7})
-    summary = arms.train_synthetic_arm(cfg, work, "key")
+    with caplog.at_level("INFO", logger="busgan"):
+        summary = arms.train_synthetic_arm(cfg, work, "key")
     assert summary["per_class_trained"] == 3 and summary["shortfall"]
     assert summary["selected"] == {"benign": 3, "malignant": 7}
-    assert "trains on 3 per class (balanced)" in capsys.readouterr().out
+    assert "trains on 3 per class (balanced)" in caplog.text
     assert [c["per_class"] for c in standin] == [3, 3]
     assert {c["seed"] for c in standin} == {0, 1}
     assert all(rep["val_dir"] == str(work / "data" / "val") for rep in summary["replicates"])

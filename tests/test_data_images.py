@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from busgan.data.duplicates import UnionFind, find_pairs, perceptual_hash, pixel_hash
-from busgan.data.images import fit, is_mask_name, load_image, to_color
+from busgan.data.images import is_mask_name, load_image, to_color
+from busgan.imaging import fit
 from busgan.errors import BusganError
 
 

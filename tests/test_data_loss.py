@@ -274,3 +274,27 @@ def test_prepare_refuses_source_inside_work(tmp_path: Path, capsys: pytest.Captu
                  "--size", "32", "--test-per-class", "1"]) != 0
     assert "source folder is inside the work directory" in one_line_error(capsys)
     assert files(work) == before
+
+
+def test_a_stage_command_refuses_a_work_directory_in_use(tmp_path: Path) -> None:
+    """Issue 11 point 6 for stage commands: `busgan prepare --work W` while W is locked."""
+    import subprocess
+    import sys
+    import time as _time
+    work = tmp_path / "w"
+    work.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from busgan.lock import folder_lock\n"
+        f"with folder_lock(Path({str(work)!r})):\n    print('locked', flush=True); time.sleep(30)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        from busgan.cli import main
+        t0 = _time.time()
+        code = main(["prepare", "--work", str(work), "--phantom-n-per-class", "4", "--phantom-size", "32",
+                     "--size", "32"])
+        assert code == 2 and _time.time() - t0 < 10  # refused at once, not after waiting
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in work.iterdir()) == [".busgan-lock"]  # nothing else written

@@ -39,3 +39,28 @@ def test_class_generators_differ_at_initialisation_and_in_images() -> None:
             for g in gens]
     corr = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(imgs[0], imgs[1])]
     assert float(np.median(corr)) < 0.9  # the same seed used to give a correlation of 1.0
+
+
+def _write(folder, arrays) -> None:
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, a in enumerate(arrays):
+        Image.fromarray(a).save(folder / f"seed{i + 1:06d}.png")
+
+
+def test_independence_diagnostic_flags_generators_that_make_the_same_pictures(tmp_path) -> None:
+    from busgan.stylegan2.independence import paired_correlations
+    rng = np.random.default_rng(0)
+    real = [rng.integers(0, 256, (8, 8), dtype=np.uint8) for _ in range(40)]
+    _write(tmp_path / "real" / "benign", real[:20])
+    _write(tmp_path / "real" / "malignant", real[20:])
+    same = [rng.integers(0, 256, (8, 8), dtype=np.uint8) for _ in range(30)]
+    _write(tmp_path / "same" / "benign", same)
+    _write(tmp_path / "same" / "malignant", same)
+    _write(tmp_path / "indep" / "benign", [rng.integers(0, 256, (8, 8), dtype=np.uint8) for _ in range(30)])
+    _write(tmp_path / "indep" / "malignant", [rng.integers(0, 256, (8, 8), dtype=np.uint8) for _ in range(30)])
+    flagged = paired_correlations(tmp_path / "same", tmp_path / "real")
+    assert flagged["generated_median"] == pytest.approx(1.0) and flagged["warning"]
+    ok = paired_correlations(tmp_path / "indep", tmp_path / "real")
+    assert abs(ok["generated_median"]) < 0.3 and not ok["warning"]
+    assert ok["real_pairs"] == 400 and abs(ok["real_median"]) < 0.3  # independent noise images

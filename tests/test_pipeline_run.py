@@ -118,3 +118,21 @@ def test_interrupted_runs_resume_to_the_same_figures(reference: Path, tmp_path: 
     expected, got = _figures(reference), _figures(work)
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+def test_two_runs_on_one_work_directory(reference: Path, tmp_path: Path) -> None:
+    work = tmp_path / "shared"
+    cmd = _cmd(work) + ["--until", "train-real"]
+    first = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = work / ".busgan-lock"
+    deadline = time.time() + 120
+    while not (lock.is_file() and "process" in lock.read_text()) and time.time() < deadline:
+        time.sleep(0.2)
+    second = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-3000:]
+    assert second.returncode == 2
+    assert f"work directory {work} is in use by process {first.pid}" in second.stderr
+    assert "Traceback" not in second.stderr and len(second.stderr.strip().splitlines()) == 1
+    for name in ("data/manifest.csv", "real/history.csv"):  # as the lone run wrote them
+        assert (work / name).read_bytes() == (reference / name).read_bytes(), name

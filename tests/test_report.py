@@ -6,26 +6,6 @@ from pathlib import Path
 
 from busgan.report import Document
 
-STATS_MD = """# Comparison: a vs b
-
-Some text.
-
-| model | AUC |
-|---|---|
-| a | 0.78 |
-| b | 0.67 |
-
-![ROC](roc.png)
-"""
-
-
-def test_included_markdown_becomes_blocks() -> None:
-    doc = Document()
-    doc.include_markdown(STATS_MD, level_offset=2)
-    assert doc.blocks == [("h", 3, "Comparison: a vs b"), ("p", "Some text."),
-                          ("table", ["model", "AUC"], [["a", "0.78"], ["b", "0.67"]])]
-
-
 def test_markdown_and_html_say_the_same(tmp_path: Path) -> None:
     png = tmp_path / "x.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n")

@@ -96,7 +96,8 @@ def _ginv(p, i, s=S):
     rot = lambda t: np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])  # noqa: E731
     sc, a = p["scale"][i], p["aniso"][i]
     t = np.array([[1, 0, -p["frac_x"][i] * s], [0, 1, -p["frac_y"][i] * s], [0, 0, 1]])
-    return np.diag([1 / sc, 1 / sc, 1]) @ rot(p["theta_pre"][i]) @ np.diag([1 / a, a, 1]) @ rot(p["theta_post"][i]) @ t
+    aniso = np.diag([1 / a, a, 1])
+    return np.diag([1 / sc, 1 / sc, 1]) @ rot(p["theta_pre"][i]) @ aniso @ rot(p["theta_post"][i]) @ t
 
 
 def _ref_resample(im, ginv):
@@ -124,7 +125,7 @@ def _ref_resample(im, ginv):
 
 @pytest.mark.parametrize("name", ["scale", "rotate", "aniso", "xfrac"])
 def test_geometric_antialiased(aug, name):
-    x, p, out = _run(aug, name, seed=11, c=2 if name == "aniso" else 1, x=None)
+    x, p, out = _run(aug, name, seed=11)
     for i, im in enumerate(x):
         g = _ginv(p, i)
         for ch in range(im.shape[-1]):
@@ -140,22 +141,23 @@ def test_antialias_filter_pair(aug):
     only weakly through the filtered resampling."""
     import keras
     ops = keras.ops
-    n = 2
+    n = N
     one, zero = np.ones(n, np.float32), np.zeros(n, np.float32)
     base = {"scale": one, "aniso": one, "theta_pre": zero, "theta_post": zero, "frac_x": zero, "frac_y": zero}
     t = lambda d: {k: ops.convert_to_tensor(v) for k, v in d.items()}  # noqa: E731
-    x = _images(n=n, s=32)
-    ident = ops.convert_to_numpy(aug.resample(ops.convert_to_tensor(x), aug.geometric_matrix(t(base), (32, 32))))
+    x = _images()
+    ginv = aug.geometric_matrix(t(base), (S, S))
+    ident = ops.convert_to_numpy(aug.resample(ops.convert_to_tensor(x), ginv))
     np.testing.assert_allclose(ident, x, atol=1e-5)
 
-    stripes = np.tile((-1.0) ** np.arange(32), (n, 32, 1))[..., None].astype(np.float32)
-    g = aug.geometric_matrix(t({**base, "scale": one / 1.5}), (32, 32))
+    stripes = np.tile((-1.0) ** np.arange(S), (n, S, 1))[..., None].astype(np.float32)
+    g = aug.geometric_matrix(t({**base, "scale": one / 1.5}), (S, S))
     out = ops.convert_to_numpy(aug.resample(ops.convert_to_tensor(stripes), g))[0, ..., 0]
-    c = 15.5
-    gy, gx = np.mgrid[0:32, 0:32] - c
+    c = (S - 1) / 2
+    gy, gx = np.mgrid[0:S, 0:S] - c
     plain = scipy.ndimage.map_coordinates(stripes[0, ..., 0].astype(np.float64), [1.5 * gy + c, 1.5 * gx + c],
                                           order=1, mode="mirror")
-    inner = (slice(8, 24), slice(8, 24))
+    inner = (slice(4, 12), slice(4, 12))
     assert plain[inner].std() > 0.4
     assert out[inner].std() < 0.25 * plain[inner].std()
 
@@ -164,11 +166,11 @@ def test_identity_geometry_skips_resampling(aug):
     """Images whose drawn scale/rotation/... is the identity come out exactly unchanged."""
     import keras
     spec = aug.AugmentSpec.only("scale")
-    x = _images(n=64)
+    x = _images()
     params = aug.sample_params(x.shape, 0.5, 4, spec)
     out = keras.ops.convert_to_numpy(aug.apply(keras.ops.convert_to_tensor(x), params, spec))
     same = _np(params)["scale"] == 1
-    assert 0 < same.sum() < 64
+    assert 0 < same.sum() < N
     np.testing.assert_array_equal(out[same], x[same])
     assert np.all(np.abs(out[~same] - x[~same]).max(axis=(1, 2, 3)) > 1e-3)
 
@@ -178,8 +180,8 @@ def test_identity_geometry_skips_resampling(aug):
 @pytest.mark.parametrize("name", ["brightness", "contrast", "lumaflip"])
 def test_color_grayscale(aug, name):
     x, p, out = _run(aug, name, seed=4)
-    flip = 1 - 2 * p["lumaflip"]
-    ref = flip[:, None, None, None] * p["contrast"][:, None, None, None] * (x + p["brightness"][:, None, None, None])
+    col = lambda k: p[k][:, None, None, None]  # noqa: E731
+    ref = (1 - 2 * col("lumaflip")) * col("contrast") * (x + col("brightness"))
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
     ident = {"brightness": 0, "contrast": 1, "lumaflip": 0}[name]
     assert np.any(p[name] != ident)
@@ -242,7 +244,7 @@ def test_filter_bank(aug):
 
 
 def test_image_filter_band_gains(aug):
-    x, p, out = _run(aug, "imgfilter", seed=8, x=_images(c=2, s=16))
+    x, p, out = _run(aug, "imgfilter", seed=8)
     bank = _ref_bank()
     power = np.array([10, 1, 1, 1]) / 13
     assert np.all(p["band_gain"] != 1)
@@ -266,26 +268,32 @@ def test_additive_noise(aug):
     resid = (out - x).reshape(N, -1)
     np.testing.assert_allclose(resid.std(axis=1), p["noise_sigma"], rtol=0.2)
     assert abs(resid.mean()) < 0.01
-    # sigma ~ |N(0, 0.1)|: mean 0.1 * sqrt(2 / pi), over many draws
+    # sigma ~ |N(0, 0.1)|: mean 0.1 * sqrt(2 / pi), rms 0.1 (144 draws: 20% is 3.6 standard errors)
     import keras
-    sig = keras.ops.convert_to_numpy(aug.sample_params((4000, 1, 1, 1), 1.0, 5, aug.PRESETS["noise"])["noise_sigma"])
+    spec = aug.PRESETS["noise"]
+    sig = np.concatenate([keras.ops.convert_to_numpy(aug.sample_params(x.shape, 1.0, k, spec)["noise_sigma"])
+                          for k in range(24)])
     assert sig.min() >= 0
-    assert sig.mean() == pytest.approx(0.1 * np.sqrt(2 / np.pi), rel=0.05)
-    assert np.sqrt(np.mean(sig ** 2)) == pytest.approx(0.1, rel=0.05)
+    assert sig.mean() == pytest.approx(0.1 * np.sqrt(2 / np.pi), rel=0.2)
+    assert np.sqrt(np.mean(sig ** 2)) == pytest.approx(0.1, rel=0.2)
 
 
 def test_cutout(aug):
-    x = _images(n=32) + 2.0  # no pixel is 0 before the cutout
-    x, p, out = _run(aug, "cutout", seed=1, x=x)
+    x = _images() + 2.0  # no pixel is 0 before the cutout
     c = (np.arange(S) + 0.5) / S
-    for i in range(32):
-        inside = (np.abs(c[None, :] - p["cutout_x"][i]) < 0.25) & (np.abs(c[:, None] - p["cutout_y"][i]) < 0.25)
-        np.testing.assert_array_equal(out[i], np.where(inside[..., None], 0.0, x[i]))
-        full = 0.25 <= p["cutout_x"][i] <= 0.75 and 0.25 <= p["cutout_y"][i] <= 0.75
-        assert (out[i] == 0).sum() <= (S // 2) ** 2
-        if full:
-            assert (out[i] == 0).sum() == (S // 2) ** 2  # a quarter of the image
-    assert np.all(p["cutout_size"] == 0.5)
+    full = 0
+    for seed in range(4):
+        x, p, out = _run(aug, "cutout", seed=seed, x=x)
+        assert np.all(p["cutout_size"] == 0.5)
+        for i in range(N):
+            inside = ((np.abs(c[None, :] - p["cutout_x"][i]) < 0.25)
+                      & (np.abs(c[:, None] - p["cutout_y"][i]) < 0.25))
+            np.testing.assert_array_equal(out[i], np.where(inside[..., None], 0.0, x[i]))
+            assert (out[i] == 0).sum() <= (S // 2) ** 2
+            if 0.25 <= p["cutout_x"][i] <= 0.75 and 0.25 <= p["cutout_y"][i] <= 0.75:
+                assert (out[i] == 0).sum() == (S // 2) ** 2  # a quarter of the image
+                full += 1
+    assert full > 0
 
 
 # --- the pipeline ------------------------------------------------------------------------------
@@ -317,6 +325,11 @@ def test_full_pipeline_runs_and_changes_images(aug):
         out = keras.ops.convert_to_numpy(aug.augment(keras.ops.convert_to_tensor(x), 1.0, 7, "bgcfnc"))
         assert out.shape == x.shape and np.isfinite(out).all()
         assert np.abs(out - x).mean() > 0.1
+    xb = keras.ops.cast(keras.ops.convert_to_tensor(_images()), "bfloat16")  # computed in float32
+    assert aug.augment(xb, 1.0, 7, "bgc").dtype == xb.dtype
+    same = aug.augment(xb, 0.0, 7, "bgc")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(keras.ops.cast(same, "float32")),
+                                  keras.ops.convert_to_numpy(keras.ops.cast(xb, "float32")))
 
 
 def test_ultrasound_keeps_up_down(aug):
@@ -338,11 +351,12 @@ def test_ultrasound_keeps_up_down(aug):
     assert min(corr(us, seed).min() for seed in range(4)) > 0.7
     assert min(corr("bgc", seed).min() for seed in range(4)) < -0.5
 
-    p = _np(aug.sample_params((256, S, S, 1), 1.0, 5, "ultrasound"))
-    assert np.all(p["rot90"] == 0) and np.all(p["lumaflip"] == 0) and np.all(p["contrast"] > 0)
-    assert np.abs(p["theta_pre"]).max() <= np.pi / 18 + 1e-6 and np.abs(p["theta_post"]).max() <= np.pi / 18 + 1e-6
-    ginv = np.stack([_ginv(p, i) for i in range(256)])
-    assert np.all(ginv[:, 1, 1] > 0)  # source y increases with output y: never upside down
+    for seed in range(20):
+        p = _np(aug.sample_params(x.shape, 1.0, seed, "ultrasound"))
+        assert np.all(p["rot90"] == 0) and np.all(p["lumaflip"] == 0) and np.all(p["contrast"] > 0)
+        assert max(np.abs(p["theta_pre"]).max(), np.abs(p["theta_post"]).max()) <= np.pi / 18 + 1e-6
+        ginv = np.stack([_ginv(p, i) for i in range(N)])
+        assert np.all(ginv[:, 1, 1] > 0)  # source y increases with output y: never upside down
 
 
 def test_adjust_p_rises_when_d_overfits(aug):
@@ -364,7 +378,7 @@ def test_ada_speed_scales_with_run_length(aug):
     while p < 1.0:
         p = aug.adjust_p(p, 0.9, 64, 0.6, aug.speed_kimg(0.0, 6))
         shown += 64
-    assert shown <= 600
+    assert shown <= 600 + 64
     # the old fixed 500 kimg left p near 0.012 after the whole run
     assert 6000 / 500_000 == pytest.approx(0.012)
 
@@ -382,17 +396,19 @@ def test_config_defaults_and_shipped_configs():
 
 
 def test_compiles_and_passes_gradients(aug):
+    """Inside one compiled program (p a tensor): finite, non-zero input gradients through every
+    transform ('bgcfnc') at p = 0.8, and at p = 0 the exact identity (gradient exactly 2 x)."""
     import keras
     from busgan.stylegan2 import autodiff
-    x = keras.ops.convert_to_tensor(_images())
+    x = _images()
     seed = autodiff.seed_tensor(9)
-
-    def f(x, p, seed):
-        y, g = autodiff.input_grad(lambda v: keras.ops.sum(aug.augment(v, p, seed, "bgcfnc") ** 2), x)
-        return y, g, aug.augment(x, p * 0, seed, "bgcfnc")
-
-    run = autodiff.compile(f)
-    y, g, same = run(x, keras.ops.convert_to_tensor(0.8), seed)
+    run = autodiff.compile(lambda x, p, seed: autodiff.input_grad(
+        lambda v: keras.ops.sum(aug.augment(v, p, seed, "bgcfnc") ** 2), x))
+    xt = keras.ops.convert_to_tensor(x)
+    _, g = run(xt, keras.ops.convert_to_tensor(0.8), seed)
     g = keras.ops.convert_to_numpy(g)
-    assert np.isfinite(g).all() and np.abs(g).sum() > 0
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(same), _images())
+    assert np.isfinite(g).all() and np.abs(g).sum() > 0 and np.abs(g - 2 * x).max() > 0.1
+    y, g = run(xt, keras.ops.convert_to_tensor(0.0), seed)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(g), 2 * x)
+    total = float(np.sum(x.astype(np.float64) ** 2))
+    assert float(keras.ops.convert_to_numpy(y)) == pytest.approx(total, rel=1e-5)

@@ -18,6 +18,7 @@ the stage (after an interruption) reuses a replicate only when that key still ma
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -26,10 +27,11 @@ from typing import Any
 from PIL import Image
 
 from busgan import CLASSES, layout
-from busgan.config import ClassifierConfig, Config, PhantomConfig
+from busgan.config import ClassifierConfig, Config, PhantomConfig, result_values
 from busgan.errors import BusganError
 from busgan.fileio import atomic_path, read_json, write_json
 
+log = logging.getLogger(__name__)
 ARM_RECORD = "arm.json"
 # The oracle's phantom seed is the data's seed moved by this offset, so its images are new
 # (the stage also checks the hashes against every prepared image).
@@ -116,7 +118,7 @@ def train_real_arm(cfg: Config, work: Path, key: str) -> dict[str, Any]:
 def balanced_per_class(folder: Path, wanted: int) -> tuple[int, dict[str, int]]:
     """Images per class an arm trains on with both classes equally represented: ``wanted``, or
     the smaller class's count when the folder holds fewer; and the counts found."""
-    from busgan.classifier.dataset import list_images
+    from busgan.imaging import list_images
     counts = {c: len(list_images(folder / c)) if (folder / c).is_dir() else 0 for c in CLASSES}
     if min(counts.values()) == 0:
         empty = [c for c, n in counts.items() if n == 0]
@@ -133,9 +135,9 @@ def _train_from_selection(cfg: Config, work: Path, key: str, arm: str, selected:
     per_class, found = balanced_per_class(selected, cfg.synthetic.per_class)
     shortfall = per_class < cfg.synthetic.per_class
     if shortfall:
-        print(f"[busgan run] {arm}: selection kept {', '.join(f'{n} {c}' for c, n in found.items())} "
-              f"images, fewer than synthetic.per_class = {cfg.synthetic.per_class}: this arm "
-              f"trains on {per_class} per class (balanced)", flush=True)
+        log.info(f"[busgan run] {arm}: selection kept {', '.join(f'{n} {c}' for c, n in found.items())} "
+                 f"images, fewer than synthetic.per_class = {cfg.synthetic.per_class}: this arm "
+                 f"trains on {per_class} per class (balanced)")
     reps = []
     for k in range(1, replicate_count(cfg) + 1):
         out = layout.replicate_dir(work, arm, k)
@@ -213,7 +215,8 @@ def to_generated_path(src: Path, dst: Path, cfg: Config) -> None:
     """One image down the path a generated image takes: prepared as stage prepare does (colour,
     data.size, data.resize), then centre-cropped and resized to the GAN's resolution as the GAN's
     loader does (prepared images are square, so the crop changes nothing), written as PNG."""
-    from busgan.data.images import fit, to_color
+    from busgan.data.images import to_color
+    from busgan.imaging import fit
     with Image.open(src) as im:
         prepared = fit(to_color(im, cfg.data.color), cfg.data.size, cfg.data.resize)
     gan_mode = "L" if cfg.gan.channels == 1 else "RGB"
@@ -241,6 +244,12 @@ def make_oracle_images(cfg: Config, work: Path, key: str) -> dict[str, Any]:
         raise BusganError(f"{overlap[0]}: an oracle image equals a prepared image; "
                           "change phantom.seed (the oracle uses phantom.seed + 1000003)")
     generated = root / "generated"
+    path_key = {"data": result_values(cfg.data), "gan": [cfg.gan.resolution, cfg.gan.channels],
+                "phantom": result_values(oracle_phantom_config(cfg))}
+    record = generated / "oracle.json"
+    if generated.exists() and not (record.is_file() and read_json(record) == path_key):
+        shutil.rmtree(generated)  # made for another path (a folder this stage owns): remade below
+    write_json(record, path_key)
     for src in sources:
         dst = generated / src.parent.name / src.name
         if not dst.is_file():
@@ -254,13 +263,13 @@ def make_oracle_images(cfg: Config, work: Path, key: str) -> dict[str, Any]:
 
 def test_arms(cfg: Config, work: Path, key: str) -> dict[str, Any]:
     """Every replicate of every enabled arm on ``data/test``; AUC and accuracy per replicate."""
-    from busgan.classifier.evaluate import test_model
+    from busgan.classifier.evaluate import evaluate_model
     results: dict[str, list[dict[str, Any]]] = {}
     for arm in enabled_arms(cfg):
         results[arm] = []
         for k in range(1, replicate_count(cfg) + 1):
-            print(f"\n=== {arm} arm, replicate {k}: on the real test images ===", flush=True)
-            metrics = test_model(layout.arm_model(work, arm, k), layout.data_split(work, "test"),
+            log.info("\n=== %s arm, replicate %d: on the real test images ===", arm, k)
+            metrics = evaluate_model(layout.arm_model(work, arm, k), layout.data_split(work, "test"),
                                  layout.arm_test_dir(work, arm, k), batch_size=cfg.classifier.batch_size)
             results[arm].append({k2: metrics[k2] for k2 in ("accuracy", "auc") if k2 in metrics})
     return results

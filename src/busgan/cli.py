@@ -10,6 +10,7 @@ a bug in busgan: its traceback is printed, with how to report it, and the exit s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -67,6 +68,25 @@ def _log_to_stdout() -> Callable[[], None]:
     return undo
 
 
+# Commands that resume inside an existing --out folder: two of them there at once would
+# write the same files, so they lock it (when it exists; a new folder cannot be in use yet).
+_OUT_LOCKED = ("train-gan", "generate", "select", "train-classifier")
+
+
+def _work_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+    """A stage command given an existing work directory holds its lock (``busgan run`` takes
+    it itself, after checking the config); a resuming command locks its existing --out."""
+    from busgan.lock import folder_lock
+    work, out = getattr(args, "work", None), getattr(args, "out", None)
+    if args.command == "run":
+        return contextlib.nullcontext()
+    if args.command in _OUT_LOCKED and out is not None and Path(out).is_dir():
+        return folder_lock(Path(out), "output folder")
+    if args.command == "prepare" and work is not None and Path(work).is_dir():
+        return folder_lock(Path(work))
+    return contextlib.nullcontext()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -85,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefix = f"busgan {args.command}"
     undo_logging = _log_to_stdout()
     try:
-        return int(args.func(args) or 0)
+        with _work_lock(args):
+            return int(args.func(args) or 0)
     except BusganError as e:
         return _fail(prefix, str(e), debug)
     except KeyboardInterrupt:

@@ -105,7 +105,9 @@ class DataConfig:
 class ClassifierConfig:
     """Stages 1 and 5: the InceptionResNetV2 classifier."""
     backbone: str = opt("InceptionResNetV2", "any keras.applications model name, or 'tiny' (a 4-conv CNN for tests/demo)")
-    weights: str = opt("imagenet", "'imagenet', 'none', or a path to a local weights file")
+    weights: str = opt("none", "'none' (random initialisation), a path to a local weights file of the "
+                       "backbone without its top, or 'imagenet' (the paper's choice: read from the Keras "
+                       "cache ~/.keras/models, never downloaded at run time)")
     input_size: int = opt(256, "input side in pixels (RGB)")
     freeze_layers: int = opt(775, "first N layers frozen (except BatchNormalization) when pretrained")
     head_units: int = opt(1024, "units of the Dense ReLU layer of the head")
@@ -168,7 +170,7 @@ class GanConfig:
     ada_preset: Literal["bgc", "bg", "bgcf", "bgcfn", "bgcfnc", "blit", "geom", "color", "filter", "noise",
                         "cutout", "ultrasound"] = opt(
         "bgc", "ADA: augmentation pipeline; NVlabs' presets (b = blits, g = geometric, c = colour, "
-        "f = image filter, n = noise, c = cutout), or 'ultrasound': bgc keeping the skin at the top "
+        "f = image filter, n = noise, final c = cutout), or 'ultrasound': bgc keeping the skin at the top "
         "(no 90-degree rotations, rotations within +-10 degrees, no luma flip, no hue)")
 
 

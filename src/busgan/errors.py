@@ -8,6 +8,19 @@ class BusganError(Exception):
     """
 
 
+def shown(path: object) -> str:
+    """A file name as messages show it: as is when printable, else quoted on one line.
+
+    A name holding a newline, a tab, another control character or undecodable bytes is
+    shown as a Python string literal (``'bad\\nname.png'``), so the message stays one line
+    and says exactly which file it means.
+    """
+    import os
+
+    text = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+    return text if text.isprintable() else repr(text)
+
+
 def os_error_message(e: OSError, fallback: object = None) -> str:
     """One line for an operating-system error: the file or folder at fault and what to do.
 
@@ -18,7 +31,7 @@ def os_error_message(e: OSError, fallback: object = None) -> str:
     import os
 
     name = e.filename if e.filename is not None else fallback
-    at = f"{name}: " if name is not None else ""
+    at = f"{shown(name)}: " if name is not None else ""
     code = e.errno
     if code == errno.EROFS:
         return f"{at}the file system is read-only; choose a folder you can write to (--out or --work)"

@@ -30,6 +30,12 @@ STATS = "stats"
 MODEL_FILE = "model.keras"
 PREDICTIONS_FILE = "predictions.csv"
 
+# File formats shared by the stage that writes a file and the stages that read it.
+FEATURE_LAYER = "head_dense"  # the classifier layer whose output is the FID/KID feature space
+PREPROCESS_LAYER = "preprocess"  # the classifier's first layer: the backbone's own input scaling
+PREDICTION_COLUMNS = ("file", "true_label", "pred_label", "prob_benign", "prob_malignant")
+"""predictions.csv (stage test): labels as class names; malignant is the positive class."""
+
 # The arms: "real" (the reference), "synthetic" (the primary comparison), and the optional
 # control and combination arms of the [arms] config section.
 REAL_ARM, SYNTHETIC_ARM, COMBINED_ARM, ORACLE_ARM = "real", "synthetic", "real+synthetic", "oracle"

@@ -24,6 +24,7 @@ from busgan import CLASSES, layout
 from busgan.config import Config, GanConfig, config_hash, result_values
 from busgan.errors import BusganError
 from busgan.fileio import read_json, remove_stale_temporaries, sha256_file
+from busgan.lock import folder_lock
 from busgan.records import read_record, write_record
 from busgan.versions import software_versions
 
@@ -67,9 +68,10 @@ def _prepare(ctx: Context) -> dict[str, Any]:
 
 def _train_real(ctx: Context) -> dict[str, Any]:
     from busgan.classifier.train import train_classifier
-    data = ctx.work / "data"
-    model = train_classifier(data / "train", data / "val", ctx.work / "real", ctx.cfg.classifier)
-    return {"model": str(model.relative_to(ctx.work)), **_train_summary(ctx.work / "real")}
+    w = ctx.work
+    model = train_classifier(layout.data_split(w, "train"), layout.data_split(w, "val"), w / layout.REAL,
+                             ctx.cfg.classifier)
+    return {"model": str(model.relative_to(w)), **_train_summary(w / layout.REAL)}
 
 
 def class_gan_config(gan: GanConfig, cls: str) -> GanConfig:
@@ -81,10 +83,10 @@ def class_gan_config(gan: GanConfig, cls: str) -> GanConfig:
 
 def _train_gans(ctx: Context) -> dict[str, Any]:
     from busgan.stylegan2.training import train_gan
-    feature_model = ctx.work / "real" / "model.keras"
+    feature_model = layout.real_model(ctx.work)
     best: dict[str, Any] = {}
     for cls in CLASSES:
-        snapshot = train_gan(ctx.work / "data" / "train" / cls, ctx.work / "stylegan2" / cls,
+        snapshot = train_gan(layout.data_split(ctx.work, "train") / cls, ctx.work / layout.GANS / cls,
                              class_gan_config(ctx.cfg.gan, cls), resume=True,
                              feature_model=feature_model)
         best[cls] = str(Path(snapshot).relative_to(ctx.work))
@@ -105,14 +107,15 @@ def _generate(ctx: Context) -> dict[str, Any]:
             generate_images(ctx.work / layout.GANS / cls, ctx.work / layout.GENERATED / cls,
                             range(1, wanted[cls] + 1), g.truncation, g.batch_size, g.format)
         if cap == g.n_per_class:
-            return {"generated": wanted, "quota": quota, "cap": cap}
+            return {"generated": wanted, "quota": quota, "cap": cap, "independence": _independence(ctx)}
         accepted = {c: v["accepted"] for c, v in select_images(
             layout.real_model(ctx.work), ctx.work / layout.GENERATED, ctx.work / layout.SELECTED,
             ctx.cfg.select).items()}
         short = {c: n for c, n in wanted.items() if accepted.get(c, 0) < quota and n < cap}
         if not short:
             return {"generated": wanted, "accepted": accepted, "quota": quota, "cap": cap,
-                    "quota_reached": all(accepted.get(c, 0) >= quota for c in CLASSES)}
+                    "quota_reached": all(accepted.get(c, 0) >= quota for c in CLASSES),
+                    "independence": _independence(ctx)}
         for c, n in short.items():  # enough for the quota at the acceptance rate seen, +10%
             rate = max(accepted.get(c, 0), 1) / n
             wanted[c] = min(cap, max(2 * n, int(1.1 * quota / rate) + 1))
@@ -120,10 +123,21 @@ def _generate(ctx: Context) -> dict[str, Any]:
               f"{wanted} per class (cap {cap})", flush=True)
 
 
+def _independence(ctx: Context) -> dict[str, Any]:
+    """Same-seed images of the two class GANs against random real pairs (warned when too alike)."""
+    from busgan.stylegan2.independence import paired_correlations
+    result = paired_correlations(ctx.work / layout.GENERATED, layout.data_split(ctx.work, "train"))
+    if result.get("warning"):
+        print(f"[busgan run] warning: same-seed images of the two class GANs correlate at a median "
+              f"of {result['generated_median']:.3f}, above the 99th percentile of real benign-"
+              f"malignant pairs ({result['real_p99']:.3f}): the class GANs make similar pictures", flush=True)
+    return result
+
+
 def _select(ctx: Context) -> dict[str, Any]:
     from busgan.classifier.select import select_images
-    return select_images(ctx.work / "real" / "model.keras", ctx.work / "sgan_out",
-                         ctx.work / "selected", ctx.cfg.select)
+    return select_images(layout.real_model(ctx.work), ctx.work / layout.GENERATED,
+                         ctx.work / layout.SELECTED, ctx.cfg.select)
 
 
 def _arm_stage(fn_name: str) -> Callable[[Context], dict[str, Any]]:
@@ -167,36 +181,36 @@ def _files(*names: str) -> Callable[[Path], list[Path]]:
 _ARM_KEYS = ("classifier", "synthetic", "compare.replicates")
 STAGES: tuple[Stage, ...] = (
     Stage("prepare", "image preparation", ("phantom", "data"), (), _prepare,
-          _files("data/manifest.csv"), paper="0", alias=0),
+          _files(f"{layout.DATA}/manifest.csv"), paper="0", alias=0),
     Stage("train-real", "classifier on real images", ("classifier",), ("prepare",), _train_real,
-          _files("real/model.keras"), paper="1-1", alias=1),
+          _files(f"{layout.REAL}/{layout.MODEL_FILE}"), paper="1-1", alias=1),
     Stage("train-gan", "StyleGAN2 per class", ("gan",), ("prepare", "train-real"), _train_gans,
-          _files("stylegan2"), paper="1-2", alias=2),
+          _files(layout.GANS), paper="1-2", alias=2),
     Stage("generate", "generation (to the synthetic arm's quota)",
           ("generate", "select", "synthetic.per_class", "synthetic.rounds"), ("train-gan", "train-real"),
-          _generate, _files("sgan_out"), paper="1-2", alias=3),
+          _generate, _files(layout.GENERATED), paper="1-2", alias=3),
     Stage("select", "selection by the real model", ("select",), ("train-real", "generate"),
-          _select, _files("selected"), paper="1-3", alias=4),
+          _select, _files(layout.SELECTED), paper="1-3", alias=4),
     Stage("arm-synthetic", "classifier on synthetic images, each replicate", _ARM_KEYS,
-          ("prepare", "select"), _arm_stage("train_synthetic_arm"), _files("arms/synthetic"),
+          ("prepare", "select"), _arm_stage("train_synthetic_arm"), _files(f"{layout.ARMS}/{layout.SYNTHETIC_ARM}"),
           paper="1-4", alias=5),
     Stage("arm-real", "classifier on real images, each replicate", _ARM_KEYS, ("prepare", "train-real"),
-          _arm_stage("train_real_arm"), _files("arms/real")),
+          _arm_stage("train_real_arm"), _files(f"{layout.ARMS}/{layout.REAL_ARM}")),
     Stage("arm-real+synthetic", "classifier on real plus synthetic images, each replicate", _ARM_KEYS,
-          ("prepare", "select"), _arm_stage("train_combined_arm"), _files("arms/real+synthetic"),
+          ("prepare", "select"), _arm_stage("train_combined_arm"), _files(f"{layout.ARMS}/{layout.COMBINED_ARM}"),
           enabled=lambda cfg: cfg.arms.real_plus_synthetic),
     Stage("oracle-images", "fresh phantom images on the generated images' path",
           ("phantom", "data", "select", "gan.resolution", "gan.channels", "generate.n_per_class"),
-          ("prepare", "train-real"), _arm_stage("make_oracle_images"), _files("oracle/selected"),
+          ("prepare", "train-real"), _arm_stage("make_oracle_images"), _files(f"{layout.ORACLE}/selected"),
           enabled=_oracle_on),
     Stage("arm-oracle", "classifier on the oracle's images, each replicate", _ARM_KEYS,
-          ("prepare", "oracle-images"), _arm_stage("train_oracle_arm"), _files("arms/oracle"),
+          ("prepare", "oracle-images"), _arm_stage("train_oracle_arm"), _files(f"{layout.ARMS}/{layout.ORACLE_ARM}"),
           enabled=_oracle_on),
     Stage("test", "every arm on the real test images", ("compare.replicates", "arms"),
           ("prepare", "arm-real", "arm-synthetic", "arm-real+synthetic", "arm-oracle"),
-          _arm_stage("test_arms"), _files("evaluation"), paper="2", alias=6),
+          _arm_stage("test_arms"), _files(layout.EVALUATION), paper="2", alias=6),
     Stage("compare", "the pre-specified verdict, and DeLong and McNemar per replicate", ("compare",),
-          ("test",), _compare, _files("stats/stats.json"), paper="3", alias=7),
+          ("test",), _compare, _files(f"{layout.STATS}/stats.json"), paper="3", alias=7),
 )
 
 
@@ -310,9 +324,14 @@ def run_pipeline(cfg: Config, work: Path, only: str | int | None = None,
     """
     validate_paths(cfg, work)
     chosen = _chosen(cfg, only, until)
-    work.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(work)  # only one `busgan run` may use a work directory at a time
-    if only is not None:
+    with folder_lock(work):
+        return _run_locked(cfg, work, chosen, only is not None, report)
+
+
+def _run_locked(cfg: Config, work: Path, chosen: list[Stage], only: bool,
+                report: bool) -> dict[str, dict[str, Any]]:
+    remove_stale_temporaries(work)  # safe: the lock keeps every other busgan process out
+    if only:
         for name in chosen[0].depends:
             if stage_named(name).enabled(cfg) and not is_current(cfg, work, stage_named(name)):
                 raise BusganError(f"stage {chosen[0].name} needs stage {name} first: "

@@ -15,10 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from busgan import CLASSES, layout
 from busgan.config import Config
 from busgan.fileio import atomic_path, atomic_write_text, read_json
+from busgan.imaging import image_grid
 from busgan.records import read_records
+from busgan.stats.verdict import verdict_parts
 
 
 @dataclass
@@ -39,25 +44,6 @@ class Document:
 
     def pre(self, text: str) -> None:
         self.blocks.append(("pre", text))
-
-    def include_markdown(self, text: str, level_offset: int) -> None:
-        """Add a Markdown text of headings, paragraphs, lists and tables (as stats.md writes)
-        as blocks, headings moved down ``level_offset`` levels; its image links are dropped."""
-        table: list[list[str]] = []
-        for line in text.splitlines() + [""]:
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if line.startswith("|"):
-                if not set(line.replace("|", "").strip()) <= set("-: "):  # skip the |---| rule
-                    table.append(cells)
-                continue
-            if table:
-                self.table(table[0], table[1:])
-                table = []
-            if line.startswith("#"):
-                hashes = len(line) - len(line.lstrip("#"))
-                self.h(min(hashes + level_offset, 6), line[hashes:].strip())
-            elif line.strip() and not line.startswith("!["):
-                self.p(line.strip())
 
     def img(self, path: Path, caption: str) -> None:
         if path.is_file():
@@ -176,26 +162,40 @@ def build_document(cfg: Config, work: Path) -> Document:
             doc.img(layout.arm_test_dir(work, arm, 1) / "roc.png", f"ROC of the {arm} arm, replicate 1")
 
     doc.h(2, "The verdict and the tests (stage compare)")
-    stats_md = work / layout.STATS / "stats.md"
-    if stats_md.is_file():
-        doc.include_markdown(stats_md.read_text(), level_offset=1)
+    if stats.get("primary"):
+        parts = verdict_parts(stats)
+        for text in parts["primary"]:
+            doc.p(text)
+        doc.h(3, "Every arm (secondary arms: intervals, no tests)")
+        doc.table(*parts["arms"])
+        doc.h(3, "Per replicate: DeLong (H0: equal AUCs) and McNemar (H0: equal error rates)")
+        doc.table(*parts["per_replicate"])
+        for w in parts["warnings"]:
+            doc.p(f"**Warning:** {w}")
     doc.img(work / layout.STATS / "reliability.png", "Reliability of each arm (replicate 1)")
 
     doc.h(2, "Generated images next to real ones (stages 2-3)")
+    ind = records.get("generate", {}).get("summary", {}).get("independence", {})
+    if ind.get("pairs"):
+        doc.p(f"Independence of the class GANs: images of the same seed from the two generators "
+              f"correlate at a median of {ind['generated_median']:.3f} ({ind['pairs']} seeds); random "
+              f"benign-malignant pairs of real images: median {ind['real_median']:.3f}, 99th percentile "
+              f"{ind['real_p99']:.3f}." + (" **Warning: the class GANs make similar pictures.**"
+                                           if ind.get("warning") else ""))
     for cls in CLASSES:
         for path, caption in _grids(work, cls):
             doc.img(path, caption)
 
     doc.h(2, "FID per snapshot (stage 2)")
     for cls in CLASSES:
-        fid = work / "stylegan2" / cls / "fid.csv"
+        fid = work / layout.GANS / cls / "fid.csv"
         if fid.is_file():
             with open(fid, newline="") as f:
                 rows = list(csv.reader(f))
             if rows:
                 doc.h(3, cls)
                 doc.table(rows[0], rows[1:])
-        best = _load(work / "stylegan2" / cls / "best.json")
+        best = _load(work / layout.GANS / cls / "best.json")
         if best:
             doc.p(f"{cls}: best snapshot {_describe(best)}")
 
@@ -219,8 +219,7 @@ def _verdict(stats: dict[str, Any]) -> str:
     decision = stats.get("primary", {}).get("decision")
     if not decision:
         return "The comparison has not run yet."
-    return (f"**Result (pre-specified primary comparison):** {decision['statement']} "
-            f"Null hypothesis: {decision['null_hypothesis']}.")
+    return f"**Result (pre-specified primary comparison):** {decision['statement']}."
 
 
 def _arm_results(work: Path) -> dict[str, list[dict[str, Any]]]:
@@ -238,7 +237,7 @@ def _arm_results(work: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def _usage_rows(cfg: Config, work: Path, records: dict[str, dict[str, Any]]) -> list[list[Any]]:
-    data = work / "data"
+    data = work / layout.DATA
     rows: list[list[Any]] = []
     for cls in CLASSES:
         rows.append([f"classifier on real images, GAN and FID reference: train/{cls}",
@@ -247,9 +246,9 @@ def _usage_rows(cfg: Config, work: Path, records: dict[str, dict[str, Any]]) -> 
         rows.append([f"validation of every classifier (real images): val/{cls}",
                      _count_images(data / "val" / cls)])
     for cls in CLASSES:
-        rows.append([f"generated {cls}", _count_images(work / "sgan_out" / cls)])
+        rows.append([f"generated {cls}", _count_images(work / layout.GENERATED / cls)])
     for cls in CLASSES:
-        rows.append([f"selected {cls}", _count_images(work / "selected" / cls)])
+        rows.append([f"selected {cls}", _count_images(work / layout.SELECTED / cls)])
     for arm in layout.ARM_NAMES:  # what was trained on, read from each replicate's record
         for k, rep in enumerate(records.get(f"arm-{arm}", {}).get("summary", {}).get("replicates", []), 1):
             for split in ("train", "val"):
@@ -281,20 +280,19 @@ def _pretty(value: Any) -> str:
 
 def write_real_grids(work: Path, n: int = 16) -> None:
     """Contact sheets of real training images and generated ones, side by side in the report."""
-    from PIL import Image
     for cls in CLASSES:
-        files = sorted((work / "data" / "train" / cls).glob("*.png"))[:n]
-        gen = sorted((work / "sgan_out" / cls).glob("seed*.png"))[:n]
+        files = sorted((layout.data_split(work, "train") / cls).glob("*.png"))[:n]
+        gen = sorted((work / layout.GENERATED / cls).glob("seed*.png"))[:n]
         for name, group in (("real", files), ("generated", gen)):
             if not group:
                 continue
-            images = [Image.open(f).convert("L") for f in group]
-            side = images[0].size[0]
-            cols = 8
-            rows = (len(images) + cols - 1) // cols
-            sheet = Image.new("L", (cols * side, rows * side))
-            for i, im in enumerate(images):
-                sheet.paste(im.resize((side, side)), ((i % cols) * side, (i // cols) * side))
+            with Image.open(group[0]) as first:
+                side = first.size[0]
+            tiles = []
+            for f in group:
+                with Image.open(f) as im:
+                    tiles.append(np.asarray(im.convert("L").resize((side, side)))[..., None])
+            sheet = Image.fromarray(image_grid(np.stack(tiles), cols=8)[..., 0])
             target = work / "report_assets" / f"{name}_{cls}.png"
             with atomic_path(target) as tmp:
                 sheet.save(tmp, format="PNG")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from busgan import layout
 from busgan.config import add_config_args, config_from_args
 
 WORK_HELP = "work directory holding data/ (default: work)"
@@ -13,7 +14,7 @@ WORK_HELP = "work directory holding data/ (default: work)"
 def _model_arg(args: argparse.Namespace) -> Path:
     """MODEL given positionally or with --model (default: WORK/real/model.keras)."""
     chosen = args.model or args.model_option
-    return Path(chosen) if chosen else Path(args.work) / "real" / "model.keras"
+    return Path(chosen) if chosen else layout.real_model(Path(args.work))
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -31,7 +32,7 @@ def _train(args: argparse.Namespace) -> int:
     val = None if args.no_val else (Path(args.val) if args.val else work / "data" / "val")
     if val is not None and not args.val and not val.is_dir():
         val = None  # no data/val: hold out part of the training folder
-    out = Path(args.out) if args.out else work / "real"
+    out = Path(args.out) if args.out else work / layout.REAL
     train_classifier(train, val, out, cfg, init=Path(args.init) if args.init else None,
                      per_class=args.per_class)
     return 0
@@ -53,8 +54,8 @@ def _select(args: argparse.Namespace) -> int:
     cfg = config_from_args(args).select
     work = Path(args.work)
     model = _model_arg(args)
-    generated = Path(args.generated) if args.generated else work / "sgan_out"
-    out = Path(args.out) if args.out else work / "selected"
+    generated = Path(args.generated) if args.generated else work / layout.GENERATED
+    out = Path(args.out) if args.out else work / layout.SELECTED
     select_images(model, generated, out, cfg)
     return 0
 
@@ -99,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "scores new images.")
     _add_model_args(p)
     p.add_argument("--work", default="work", help=WORK_HELP)
-    p.add_argument("--generated", metavar="DIR", help="generated images (default: WORK/sgan_out)")
+    p.add_argument("--generated", metavar="DIR", help=f"generated images (default: WORK/{layout.GENERATED})")
     p.add_argument("--out", metavar="DIR",
                    help="output folder (default: WORK/selected): new, empty or written by an earlier "
                         "busgan select (only images it recorded are ever removed)")

@@ -18,14 +18,8 @@ from sklearn.model_selection import train_test_split
 
 from busgan import CLASSES
 from busgan.errors import BusganError
+from busgan.imaging import list_images
 
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name (hidden files skipped)."""
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
 def scan_classes(root: Path, require_all: bool = True) -> tuple[list[Path], np.ndarray]:

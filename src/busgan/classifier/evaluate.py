@@ -1,6 +1,6 @@
 """Stage 6: predict a test folder, report it in the paper's layout, save predictions and figures.
 
-The report (the seed's confusion matrices and figures) is logged at INFO on this module's
+The report (the seed's confusion matrices and rates) is logged at INFO on this module's
 logger, which ``busgan test`` and ``busgan run`` show on the terminal; the Python API is quiet
 unless the caller configures logging. It is also written to ``report.txt``.
 """
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from busgan import CLASSES
+from busgan.layout import PREDICTION_COLUMNS
 from busgan.classifier.dataset import ImageFolderDataset, scan_classes
 from busgan.classifier.model import input_size, load_classifier
 from busgan.classifier.plots import plot_confusion, plot_roc
@@ -35,7 +36,7 @@ def write_predictions(path: Path, rel_files: list[str], y_true: np.ndarray, prob
     """predictions.csv: file, true_label, pred_label, prob_<class>... (labels as class names)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["file", "true_label", "pred_label", *(f"prob_{c}" for c in CLASSES)])
+    writer.writerow(PREDICTION_COLUMNS)
     for f, t, p in zip(rel_files, y_true, probs):
         writer.writerow([f, CLASSES[t], CLASSES[int(np.argmax(p))], *(repr(float(v)) for v in p)])
     atomic_write_text(path, buf.getvalue())
@@ -65,7 +66,3 @@ def evaluate_model(model_path: Path, test_dir: Path, out_dir: Path, batch_size: 
     metrics.update(model=str(model_path), test_dir=str(test_dir))
     write_json(out_dir / "metrics.json", metrics)
     return metrics
-
-
-# The old name, still called by busgan/arms.py (stage test); new code calls evaluate_model.
-test_model = evaluate_model

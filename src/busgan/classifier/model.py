@@ -17,6 +17,10 @@ layer; they expected images already divided by 255) are refused with a one-line 
 from __future__ import annotations
 
 import importlib
+import os
+import zipfile
+from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -25,10 +29,10 @@ import numpy as np
 from busgan import CLASSES
 from busgan.config import ClassifierConfig
 from busgan.errors import BusganError
+from busgan.layout import FEATURE_LAYER, PREPROCESS_LAYER
 
 MODEL_NAME = "busgan_classifier"
 OUTPUT_PREFIX = "probs__"
-PREPROCESS_LAYER = "preprocess"
 """The layer mapping raw pixels (0-255) to what the backbone expects (stylegan2/metrics.py
 looks for this name too)."""
 TINY = "tiny"
@@ -128,6 +132,67 @@ def _weights_argument(weights: str) -> str | None:
     return str(path)
 
 
+def keras_cache_dir() -> Path:
+    """Where Keras keeps downloaded weights: ``$KERAS_HOME`` or ``~/.keras`` (then ``models/``)."""
+    env = os.environ.get("KERAS_HOME")
+    if env:
+        return Path(env).expanduser()
+    try:
+        from keras.src.backend import config as keras_config  # the folder Keras itself uses
+        return Path(keras_config.keras_home()).expanduser()
+    except (ImportError, AttributeError):  # pragma: no cover - another Keras layout
+        return Path("~/.keras").expanduser()
+
+
+@contextmanager
+def _cached_weights_only(backbone: str) -> Iterator[None]:
+    """While building ``backbone`` with ``weights='imagenet'``, let Keras take its weights
+    file from the Keras cache only: busgan never downloads at run time.
+
+    ``keras.applications`` fetch their weights through ``keras.utils.get_file``; that call
+    is replaced for the duration by one that serves the cached file (hash checked, as Keras
+    checks it) and otherwise refuses with one line saying how to give a local file.
+    """
+    import inspect
+    import urllib.parse
+
+    from keras.src.utils import file_utils
+
+    original = file_utils.get_file
+    signature = inspect.signature(original)
+
+    def get_file(*args: object, **kwargs: object) -> str:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        origin = str(a.get("origin") or "")
+        name = os.fspath(a.get("fname") or "") or os.path.basename(urllib.parse.urlsplit(origin).path)
+        base = Path(os.fspath(a["cache_dir"])).expanduser() if a.get("cache_dir") else keras_cache_dir()
+        sub = str(a.get("cache_subdir") or "")
+        target = base / sub / name
+        if not target.is_file() and not os.access(base, os.W_OK):
+            target = Path("/tmp/.keras") / sub / name  # where Keras goes when the cache is read-only
+        how = (f"download {name} on a machine with network access (from {origin}) and give it with "
+               f"--set classifier.weights=/path/to/{name} (train-classifier: --weights PATH), "
+               f"or put it in {target.parent}, or use classifier.weights = 'none'")
+        if not target.is_file():
+            raise BusganError(f"classifier.weights: 'imagenet' needs {name} for {backbone}, which is "
+                              f"not in the Keras cache {target.parent} (busgan never downloads at "
+                              f"run time); {how}")
+        file_hash = a.get("file_hash") or a.get("md5_hash")
+        if file_hash and not file_utils.validate_file(str(target), str(file_hash),
+                                                      algorithm=str(a.get("hash_algorithm") or "auto")):
+            raise BusganError(f"{target}: the cached ImageNet weights of {backbone} are incomplete or "
+                              f"altered (hash differs); delete the file and {how}")
+        return str(target)  # the cached file, hash checked: Keras is never asked to download
+
+    file_utils.get_file = get_file  # keras.applications call file_utils.get_file at call time
+    try:
+        yield
+    finally:
+        file_utils.get_file = original
+
+
 def build_backbone(cfg: ClassifierConfig) -> keras.Model:
     """The feature extractor without its top, loaded with the configured weights.
 
@@ -148,16 +213,10 @@ def build_backbone(cfg: ClassifierConfig) -> keras.Model:
         return backbone
     ctor = _application(cfg.backbone)
     try:
-        if not preprocess.weights or weights is None:
-            return ctor(include_top=False, weights=weights, input_tensor=x)  # type: ignore[operator]
-        # Keras loads .h5 weights by counting layers with weights: load them into the plain
-        # backbone, then copy them in order past the (weighted) preprocessing layer.
-        plain = ctor(include_top=False, weights=weights, input_shape=shape)  # type: ignore[operator]
-        backbone = ctor(include_top=False, weights=None, input_tensor=x)  # type: ignore[operator]
-        targets = [layer for layer in backbone.layers if layer.weights and layer is not preprocess]
-        for src, dst in zip([layer for layer in plain.layers if layer.weights], targets, strict=True):
-            dst.set_weights(src.get_weights())
-        return backbone
+        if weights == "imagenet":
+            with _cached_weights_only(cfg.backbone):
+                return _build_application(ctor, weights, x, preprocess, shape)
+        return _build_application(ctor, weights, x, preprocess, shape)
     except BusganError:
         raise
     except Exception as e:  # Keras raises a bare Exception for download failures
@@ -175,6 +234,21 @@ def build_backbone(cfg: ClassifierConfig) -> keras.Model:
         raise BusganError(f"classifier.backbone: {cfg.backbone} cannot be built at input_size "
                           f"{cfg.input_size} ({text.splitlines()[0][:160]}); choose another "
                           "input_size or backbone") from None
+
+
+def _build_application(ctor: object, weights: str | None, x: keras.KerasTensor,
+                       preprocess: keras.layers.Layer, shape: tuple[int, int, int]) -> keras.Model:
+    """The ``keras.applications`` backbone on ``x`` (the preprocessed input) with ``weights``."""
+    if not preprocess.weights or weights is None:
+        return ctor(include_top=False, weights=weights, input_tensor=x, input_shape=shape)  # type: ignore[operator]
+    # Keras loads .h5 weights by counting layers with weights: load them into the plain
+    # backbone, then copy them in order past the (weighted) preprocessing layer.
+    plain = ctor(include_top=False, weights=weights, input_shape=shape)  # type: ignore[operator]
+    backbone = ctor(include_top=False, weights=None, input_tensor=x, input_shape=shape)  # type: ignore[operator]
+    targets = [layer for layer in backbone.layers if layer.weights and layer is not preprocess]
+    for src, dst in zip([layer for layer in plain.layers if layer.weights], targets, strict=True):
+        dst.set_weights(src.get_weights())
+    return backbone
 
 
 def _load_weights(model: keras.Model, path: Path) -> None:
@@ -219,7 +293,7 @@ def build_classifier(cfg: ClassifierConfig) -> keras.Model:
     keras.utils.set_random_seed(cfg.seed)
     backbone = build_backbone(cfg)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(backbone.output)
-    x = keras.layers.Dense(cfg.head_units, activation="relu", name="head_dense")(x)
+    x = keras.layers.Dense(cfg.head_units, activation="relu", name=FEATURE_LAYER)(x)
     outputs = keras.layers.Dense(len(CLASSES), activation="softmax", dtype="float32",
                                  name=output_layer_name())(x)
     model = keras.Model(backbone.input, outputs, name=MODEL_NAME)
@@ -250,11 +324,7 @@ def load_classifier(path: Path | str, expected_size: int | None = None) -> keras
     path = Path(path)
     if not path.is_file():
         raise BusganError(f"{path}: model file not found; train one with busgan train-classifier")
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as e:
-        raise BusganError(f"{path}: cannot be read as a Keras model ({str(e).splitlines()[0][:160]}); "
-                          "give a model.keras written by busgan train-classifier") from None
+    model = load_keras_model(path)
     classes = model_classes(model, path)
     if all(layer.name != PREPROCESS_LAYER for layer in model.layers):
         raise BusganError(f"{path}: saved by an older busgan that scaled images outside the model "
@@ -271,3 +341,32 @@ def load_classifier(path: Path | str, expected_size: int | None = None) -> keras
                           f"classifier.input_size={expected_size}; set --input-size "
                           f"{input_size(model)} or give a model trained at {expected_size}")
     return model
+
+
+def load_keras_model(path: Path | str) -> keras.Model:
+    """``keras.saving.load_model`` made safe for files from anywhere: only the ``.keras`` format,
+    always with ``safe_mode=True`` (no Python code such as a Lambda layer is ever deserialised
+    or run), and any failure as one line naming ``path``.
+
+    Legacy ``.h5`` / SavedModel files are never loaded as models (Keras' safe mode does not
+    cover them); an ``.h5`` file is only ever read as weights into an architecture busgan
+    builds (``classifier.weights``, InceptionV3 for FID).
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".keras":
+        raise BusganError(f"{path}: not a Keras v3 model file (.keras); busgan loads whole models only "
+                          "from .keras files written by busgan train-classifier (an .h5 file is "
+                          "weights: give it as classifier.weights / --feature-model instead)")
+    if not zipfile.is_zipfile(path):
+        raise BusganError(f"{path}: cannot be read as a Keras model (not a .keras zip archive); "
+                          "give a model.keras written by busgan train-classifier")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # noqa: BLE001 - any failure to load is the file's
+        text = " ".join(str(e).split())
+        if "safe_mode" in text or "unsafe" in text.lower() or "lambda" in text.lower():
+            raise BusganError(f"{path}: refused: the model holds Python code (e.g. a Lambda layer), which "
+                              "busgan never runs; give a model.keras written by busgan "
+                              "train-classifier") from None
+        raise BusganError(f"{path}: cannot be read as a Keras model ({text[:160] or type(e).__name__}); "
+                          "give a model.keras written by busgan train-classifier") from None

@@ -67,6 +67,10 @@ def _prepare(args: argparse.Namespace) -> int:
     print(json.dumps({"counts": summary["counts"], "duplicates": dup}, indent=2))
     if summary["duplicates"]["groups"]:
         print(f"duplicate groups are listed in {args.work / 'data' / 'prepare.json'} and in manifest.csv (dup_group)")
+    links = summary.get("skipped", {}).get("links", [])
+    if links:
+        print(f"skipped {len(links)} symbolic link(s) (dangling, looped or to folders), e.g. "
+              f"{links[0]}; all are listed in {args.work / 'data' / 'prepare.json'} (skipped.links)")
     print(f"prepared data: {args.work / 'data'} (manifest.csv, prepare.json)")
     if args.contact_sheet:
         data = args.work / "data"

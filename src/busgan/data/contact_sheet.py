@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 from busgan import CLASSES
 from busgan.errors import BusganError
 from busgan.fileio import atomic_path
+from busgan.imaging import image_grid, is_image_file
 
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 def contact_sheet(folder: Path, out: Path, per_class: int = 8, tile: int = 192) -> Path:
@@ -18,7 +19,7 @@ def contact_sheet(folder: Path, out: Path, per_class: int = 8, tile: int = 192) 
     label_h = 22
     rows: list[tuple[str, list[Path]]] = []
     for name in CLASSES:
-        files = sorted(p for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in (folder / name).glob("*") if is_image_file(p))
         if not files:
             raise BusganError(f"{folder / name}: no images for the contact sheet; generate or prepare them first")
         rows.append((name, files[:per_class]))
@@ -27,10 +28,11 @@ def contact_sheet(folder: Path, out: Path, per_class: int = 8, tile: int = 192) 
     for r, (name, files) in enumerate(rows):
         y = r * (tile + label_h)
         draw.text((4, y + 4), f"{name} ({len(files)} of {folder / name})", fill=255)
-        for c, path in enumerate(files):
+        thumbs = []
+        for path in files:
             with Image.open(path) as img:
-                thumb = ImageOps.pad(img.convert("L"), (tile, tile), color=0)
-            sheet.paste(thumb, (c * tile, y + label_h))
+                thumbs.append(np.asarray(ImageOps.pad(img.convert("L"), (tile, tile), color=0))[..., None])
+        sheet.paste(Image.fromarray(image_grid(np.stack(thumbs), cols=per_class)[..., 0]), (0, y + label_h))
     with atomic_path(out, suffix=".png") as tmp:
         sheet.save(tmp)
     return out

@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from busgan.errors import BusganError
+from busgan.errors import BusganError, shown
+from busgan.imaging import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = frozenset({".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".webp"})
-"""File extensions read as images; anything else in a class folder is skipped and reported."""
 
 
 def is_image_name(path: Path) -> bool:
@@ -36,22 +35,48 @@ class Loaded:
     """A decoded image, normalised to 8-bit 'L' or 'RGB', with what it was before."""
     image: Image.Image
     mode: str          # the file's PIL mode (e.g. 'RGBA', 'I;16', 'P')
-    width: int
+    width: int         # the size after EXIF rotation (what the manifest records)
     height: int
 
 
+BAND_PIXELS = 1 << 20
+"""Pixels per band in the 16/32-bit conversion: it works on about 8 MB of float64 at a time,
+so converting a large 16-bit image needs the image plus its 8-bit result, never a float64
+copy of it (a 9,000x9,000 16-bit scan would otherwise take 650 MB per worker)."""
+
+
+def _bands(img: Image.Image):  # noqa: ANN202 - a generator of (top row, float64 band)
+    w, h = img.size
+    rows = max(1, BAND_PIXELS // max(w, 1))
+    for y in range(0, h, rows):
+        yield y, np.asarray(img.crop((0, y, w, min(h, y + rows))), dtype=np.float64)
+
+
 def _to_8bit(img: Image.Image) -> Image.Image:
-    """16/32-bit integer and float images to 8 bits: 12-bit data (max < 4096) by /16, else by /257."""
-    arr = np.asarray(img, dtype=np.float64)
-    top = float(np.nanmax(arr)) if arr.size else 0.0
-    if img.mode == "F":
-        lo = float(np.nanmin(arr))
-        arr = (arr - lo) / max(top - lo, 1e-12) * 255
-    elif top > 4095:
-        arr = arr / 257
-    elif top > 255:
-        arr = arr / (4095 / 255)
-    return Image.fromarray(np.clip(np.nan_to_num(arr) + 0.5, 0, 255).astype(np.uint8), mode="L")
+    """16/32-bit integer and float images to 8 bits: 12-bit data (max < 4096) by /16, else by /257.
+
+    Two passes over row bands (the range, then the conversion), so memory stays bounded
+    whatever the image size; the result is the same as converting the whole image at once.
+    """
+    w, h = img.size
+    tops, lows = [], []
+    for _, band in _bands(img):
+        if band.size and not np.isnan(band).all():
+            tops.append(float(np.nanmax(band)))
+            if img.mode == "F":
+                lows.append(float(np.nanmin(band)))
+    top = max(tops) if tops else (float("nan") if w * h else 0.0)
+    lo = min(lows) if lows else float("nan")
+    out = np.empty((h, w), np.uint8)
+    for y, arr in _bands(img):
+        if img.mode == "F":
+            arr = (arr - lo) / max(top - lo, 1e-12) * 255
+        elif top > 4095:
+            arr = arr / 257
+        elif top > 255:
+            arr = arr / (4095 / 255)
+        out[y:y + len(arr)] = np.clip(np.nan_to_num(arr) + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(out, mode="L")
 
 
 def normalise(img: Image.Image) -> Image.Image:
@@ -78,25 +103,39 @@ def normalise(img: Image.Image) -> Image.Image:
 def load_image(path: Path, fix: str = "") -> Loaded:
     """Decode ``path`` fully (so truncation is caught now) and normalise it.
 
-    ``fix`` is appended to the error message (e.g. how to skip bad files).
+    ``fix`` is appended to the error message (e.g. how to skip bad files). Pillow's
+    decompression-bomb protection stays on: an image over ``Image.MAX_IMAGE_PIXELS`` pixels
+    (89,478,485 by default, e.g. 9,459 x 9,459) is refused with a one-line BusganError naming
+    the file, before it is decoded. ``width`` and ``height`` are the size after EXIF rotation.
     """
     hint = fix or "re-export or delete the file"
+    name = shown(path)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # over MAX_IMAGE_PIXELS Pillow only warns (an error over twice that): refuse both
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()
-                mode, (w, h) = img.mode, img.size
+                mode = img.mode
                 out = normalise(img)
                 out.load()
     except UnidentifiedImageError:
-        raise BusganError(f"{path}: not an image file PIL can read; {hint}") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise BusganError(f"{path}: corrupt or truncated image ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                          f"{hint}") from None
+        raise BusganError(f"{name}: not an image file PIL can read; {hint}") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise BusganError(
+            f"{name}: too large to read safely ({_first_line(e)}); busgan reads images of at most "
+            f"{Image.MAX_IMAGE_PIXELS:,} pixels (Pillow's decompression-bomb limit): downscale it "
+            f"(e.g. to 8000x8000 or less) or {hint}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise BusganError(f"{name}: corrupt or truncated image ({_first_line(e)}); {hint}") from None
+    w, h = out.size  # after EXIF rotation (normalise turns the image, never resizes it)
     if w < 1 or h < 1:
-        raise BusganError(f"{path}: empty image ({w}x{h}); {hint}")
+        raise BusganError(f"{name}: empty image ({w}x{h}); {hint}")
     return Loaded(out, mode, w, h)
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def to_color(img: Image.Image, color: str) -> Image.Image:
@@ -105,13 +144,3 @@ def to_color(img: Image.Image, color: str) -> Image.Image:
     return img if img.mode == want else img.convert(want)
 
 
-def fit(img: Image.Image, size: int, policy: str) -> Image.Image:
-    """Resize to ``size`` x ``size``: 'pad' (letterbox in black, keeps aspect), 'crop' (centre), 'stretch'."""
-    method = Image.Resampling.LANCZOS
-    if policy == "pad":
-        return ImageOps.pad(img, (size, size), method=method, color=0)
-    if policy == "crop":
-        return ImageOps.fit(img, (size, size), method=method)
-    if policy == "stretch":
-        return img.resize((size, size), method)
-    raise BusganError(f"data.resize: unknown policy {policy!r}; use pad, crop or stretch")

@@ -45,6 +45,7 @@ class Found:
     masks: int = 0                                       # BUSI mask files skipped
     skipped: list[str] = field(default_factory=list)     # non-image files (relative paths)
     excluded: dict[str, int] = field(default_factory=dict)  # folder -> images not imported
+    links: list[str] = field(default_factory=list)       # symbolic links not followed: 'rel (why)'
 
 
 def _key(name: str) -> str:
@@ -104,13 +105,41 @@ def resolve_root(source: str | Path) -> Path:
     return root
 
 
+def link_problem(path: Path) -> str | None:
+    """Why the symbolic link ``path`` is not read (None: not a link, or a link to a file).
+
+    A dangling link (its target is gone), a link loop, and a link to a folder (never
+    followed: it may lead back up the tree or outside the source) are reported, never
+    silently skipped.
+    """
+    if not path.is_symlink():
+        return None
+    try:
+        target = path.resolve(strict=True)
+    except FileNotFoundError:
+        return "dangling link: its target does not exist"
+    except (RuntimeError, OSError):  # RuntimeError: 'Symlink loop' (Python < 3.13), ELOOP
+        return "link loop"
+    if target.is_dir():
+        if path.parent.resolve().is_relative_to(target):
+            return "link loop: points to a folder above it"
+        return "link to a folder: not followed"
+    return None if target.is_file() else "link to something that is not a file"
+
+
 def _scan_class(folder: Path, root: Path, cls: str, split: str, found: Found, busi: bool) -> int:
     """Add the images under one class folder; return how many."""
     n = 0
     for p in sorted(folder.rglob("*")):
-        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(folder).parts):
+        if any(part.startswith(".") for part in p.relative_to(folder).parts):
             continue
         rel = p.relative_to(root).as_posix()
+        problem = link_problem(p)
+        if problem is not None:
+            found.links.append(f"{rel} ({problem})")
+            continue
+        if not p.is_file():
+            continue
         if not is_image_name(p):
             found.skipped.append(rel)
             continue
@@ -132,6 +161,10 @@ def _scan_classes(base: Path, root: Path, class_map: Mapping[str, str], layout: 
         what = "images but no class folders" if loose else "no class folders"
         raise BusganError(f"{base}: {what}; put the images in benign/ and malignant/ subfolders")
     seen: dict[str, list[Path]] = {c: [] for c in CLASSES}
+    for p in sorted(base.iterdir()):  # a class folder behind a broken link is named too
+        problem = link_problem(p) if not p.name.startswith((".", "__")) else None
+        if problem is not None and not p.is_dir():
+            found.links.append(f"{p.relative_to(root).as_posix()} ({problem})")
     for d in dirs:
         cls = class_of(d.name, class_map, layout)
         if cls is None:

@@ -23,12 +23,13 @@ from typing import Any
 from busgan import CLASSES
 from busgan.config import DataConfig, PhantomConfig, config_hash, result_values
 from busgan.data.duplicates import UnionFind, find_pairs, perceptual_hash, pixel_hash
-from busgan.data.images import fit, load_image, to_color
+from busgan.data.images import load_image, to_color
+from busgan.imaging import fit
 from busgan.data.importers import Found, Item, find_images
 from busgan.data.parallel import imap, worker_count
 from busgan.data.phantom import generate_phantom, phantom_record
 from busgan.data.split import assign_splits
-from busgan.errors import BusganError
+from busgan.errors import BusganError, shown
 from busgan.fileio import TEMP_NAME, read_json, temp_name, write_json
 
 SPLITS = ("train", "val", "test")
@@ -60,8 +61,8 @@ def _process(task: tuple[int, Path, Path, DataConfig]) -> dict[str, Any]:
         loaded = load_image(path, SKIP_HINT)
     except OSError as e:
         if cfg.bad_images == "skip":
-            return {"k": k, "error": f"{path}: {e.strerror or e}"}
-        raise BusganError(f"{path}: cannot be read ({e.strerror or e}); check its permissions") from None
+            return {"k": k, "error": f"{shown(path)}: {e.strerror or e}"}
+        raise BusganError(f"{shown(path)}: cannot be read ({e.strerror or e}); check its permissions") from None
     except BusganError as e:
         if cfg.bad_images == "skip":
             return {"k": k, "error": str(e)}
@@ -305,7 +306,7 @@ def _build(cfg: DataConfig, found: Found, tmp: Path, fingerprint: str, source: s
             "moved_to_test": notes["moved_to_test"], "list": groups},
         "patients": len({it.patient for it in items if it.patient}),
         "skipped": {"bad_images": bad, "non_images": found.skipped, "masks": found.masks,
-                    "excluded_folders": found.excluded},
+                    "excluded_folders": found.excluded, "links": found.links},
         "original": {"modes": dict(sorted(modes.items())),
                      "sizes": len({(r["orig_width"], r["orig_height"]) for r in rows})},
     }

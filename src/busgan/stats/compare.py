@@ -21,6 +21,7 @@ from numpy.typing import ArrayLike, NDArray
 from busgan import CLASSES, __version__
 from busgan.config import CompareConfig
 from busgan.errors import BusganError
+from busgan.layout import PREDICTION_COLUMNS
 from busgan.fileio import atomic_write_text, sha256_file, write_json
 from busgan.stats._checks import binary_labels, check_alpha, finite_scores
 from busgan.stats.bootstrap import bootstrap_auc_diff
@@ -32,7 +33,7 @@ __all__ = ["Predictions", "compare_arrays", "compare_predictions", "match_predic
            "read_predictions", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
-COLUMNS = ("file", "true_label", "pred_label", "prob_benign", "prob_malignant")
+COLUMNS = PREDICTION_COLUMNS
 POSITIVE = CLASSES[1]
 
 
@@ -93,14 +94,14 @@ def _read_predictions(p: Path) -> Predictions:
                                   "each test image must appear once (rerun `busgan test`)")
             seen[name] = line
             labels = []
-            for col in ("true_label", "pred_label"):
+            for col in COLUMNS[1:3]:  # true_label, pred_label
                 v = (row[col] or "").strip()
                 if v not in CLASSES:
                     raise BusganError(f"{p} line {line}: {col} {v!r} is not one of "
                                       f"{', '.join(CLASSES)}; fix the file or rerun `busgan test`")
                 labels.append(v == POSITIVE)
             probs = []
-            for col in ("prob_benign", "prob_malignant"):
+            for col in COLUMNS[3:]:  # prob_benign, prob_malignant
                 try:
                     v = float(row[col])
                 except (TypeError, ValueError):

@@ -94,43 +94,56 @@ def decide(y: np.ndarray, arms: dict[str, ArmPredictions], cfg: CompareConfig) -
     }
 
 
-def format_verdict(v: dict[str, Any]) -> str:
-    """The verdict as Markdown: the primary statement first, then every arm, then each test."""
+def verdict_parts(v: dict[str, Any]) -> dict[str, Any]:
+    """The verdict as text and tables (header, rows), from stats.json's dict: what both the
+    Markdown file and the report render, so the report never parses Markdown back."""
     d, iv = v["primary"]["decision"], v["primary"]["interval"]
     conf = f"{100 * (1 - v['alpha']):g}%"
-    lines = ["## Verdict (pre-specified)", "",
-             f"Primary comparison: {PRIMARY} vs {REFERENCE}, non-inferiority margin {v['margin']:g} AUC, "
-             f"{iv['n_pos'] + iv['n_neg']} test cases ({iv['n_pos']} malignant), "
-             f"{v['replicates'][PRIMARY]} replicate(s) per arm.", "",
-             f"- Null hypothesis: {d['null_hypothesis']}",
-             f"- Mean AUC({PRIMARY}) - AUC({REFERENCE}) = {d['figure']:+.4f}, {conf} interval "
-             f"[{d['lower']:+.4f}, {d['upper']:+.4f}] (half-width {d['half_width']:.4f}).",
-             f"- **{d['statement']}**", ""]
+    primary = [f"Primary comparison: {PRIMARY} vs {REFERENCE}, non-inferiority margin {v['margin']:g} AUC, "
+               f"{iv['n_pos'] + iv['n_neg']} test cases ({iv['n_pos']} malignant), "
+               f"{v['replicates'][PRIMARY]} replicate(s) per arm.",
+               f"Null hypothesis: {d['null_hypothesis']}",
+               f"Mean AUC({PRIMARY}) - AUC({REFERENCE}) = {d['figure']:+.4f}, {conf} interval "
+               f"[{d['lower']:+.4f}, {d['upper']:+.4f}] (half-width {d['half_width']:.4f}).",
+               f"**{d['statement']}**"]
     if not d["powered"]:
-        lines += [f"Power: the interval's half-width {d['half_width']:.4f} is not below the margin "
-                  f"{v['margin']:g}: this test set is too small to show non-inferiority at this margin "
-                  "even for an arm exactly as good as real; use more test images or replicates.", ""]
-    lines += ["## Every arm (secondary arms: intervals, no tests)", "",
-              f"| arm | replicates | mean AUC | AUC per replicate | AUC(arm) - AUC(real), {conf} interval "
-              "| sensitivity at 90% specificity | Brier |", "|---|---|---|---|---|---|---|"]
+        primary.append(f"Power: the interval's half-width {d['half_width']:.4f} is not below the margin "
+                       f"{v['margin']:g}: this test set is too small to show non-inferiority at this margin "
+                       "even for an arm exactly as good as real; use more test images or replicates.")
+    arm_rows = []
     for name, aucs in v["aucs"].items():
         desc = v["descriptives"][name]
         sens = np.mean([x["sensitivity_at_specificity"]["sensitivity"] for x in desc])
         brier = np.mean([x["brier"] for x in desc])
-        if name == REFERENCE:
-            diff = "reference"
-        else:
-            s = iv if name == PRIMARY else v["secondary"][name]
-            diff = f"{s['figure']:+.4f} [{s['lower']:+.4f}, {s['upper']:+.4f}]"
-        lines.append(f"| {name} | {len(aucs)} | {np.mean(aucs):.4f} | {', '.join(f'{a:.4f}' for a in aucs)} "
-                     f"| {diff} | {sens:.3f} | {brier:.4f} |")
-    lines += ["", "## Per replicate: DeLong (H0: equal AUCs) and McNemar (H0: equal error rates)", "",
-              "| arm | replicate | AUC real | AUC arm | DeLong p | McNemar exact p |", "|---|---|---|---|---|---|"]
-    for r in v["per_replicate"]:
-        lines.append(f"| {r['arm']} | {r['replicate']} | {r['auc_real']:.4f} | {r['auc_arm']:.4f} "
-                     f"| {format_p(r['delong_p'])} | {format_p(r['mcnemar_exact_p'])} |")
-    if v["warnings"]:
-        lines += ["", "## Warnings", ""] + [f"- {w}" for w in v["warnings"]]
+        s = None if name == REFERENCE else iv if name == PRIMARY else v["secondary"][name]
+        diff = "reference" if s is None else f"{s['figure']:+.4f} [{s['lower']:+.4f}, {s['upper']:+.4f}]"
+        arm_rows.append([name, len(aucs), f"{np.mean(aucs):.4f}", ", ".join(f"{a:.4f}" for a in aucs),
+                         diff, f"{sens:.3f}", f"{brier:.4f}"])
+    arm_header = ["arm", "replicates", "mean AUC", "AUC per replicate",
+                  f"AUC(arm) - AUC(real), {conf} interval", "sensitivity at 90% specificity", "Brier"]
+    rep_header = ["arm", "replicate", "AUC real", "AUC arm", "DeLong p", "McNemar exact p"]
+    rep_rows = [[r["arm"], r["replicate"], f"{r['auc_real']:.4f}", f"{r['auc_arm']:.4f}",
+                 format_p(r["delong_p"]), format_p(r["mcnemar_exact_p"])] for r in v["per_replicate"]]
+    return {"primary": primary, "arms": (arm_header, arm_rows), "per_replicate": (rep_header, rep_rows),
+            "warnings": list(v["warnings"])}
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+
+
+def format_verdict(v: dict[str, Any]) -> str:
+    """The verdict as Markdown: the primary statement first, then every arm, then each test."""
+    parts = verdict_parts(v)
+    lines = ["## Verdict (pre-specified)", ""]
+    for text in parts["primary"]:
+        lines += [f"- {text}" if text.startswith(("Null", "Mean", "**")) else text, ""]
+    lines += ["## Every arm (secondary arms: intervals, no tests)", "", *_md_table(*parts["arms"]), "",
+              "## Per replicate: DeLong (H0: equal AUCs) and McNemar (H0: equal error rates)", "",
+              *_md_table(*parts["per_replicate"])]
+    if parts["warnings"]:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in parts["warnings"]]
     return "\n".join(lines) + "\n"
 
 

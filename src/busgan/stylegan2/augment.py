@@ -22,9 +22,10 @@ around [-1, 1]; per image, in this order:
    padding, 2x upsampling with the sym6 wavelet low-pass (12 taps), bilinear sampling (zeros
    outside) on the 2x grid, 2x downsampling with the same filter. An image whose drawn
    transform is the identity skips the resampling (exactly unchanged).
-3. Colour, as one per-image 4x4 matrix on (R, G, B, 1): brightness (+N(0, 0.2)), contrast
-   (x 2^N(0, 0.5), about 0), luma flip (Householder reflection along the luma axis: x -> -x
-   for grayscale), hue rotation about the luma axis (uniform, full circle) and saturation
+3. Colour, NVlabs' per-image 4x4 matrix on (R, G, B, 1), applied step by step: brightness
+   (+N(0, 0.2)), contrast (x 2^N(0, 0.5), about 0, after brightness: c (x + b)), luma flip
+   (probability p, then 1/2; Householder reflection along the luma axis: x -> -x for
+   grayscale), hue rotation about the luma axis (uniform, full circle) and saturation
    (x 2^N(0, 1) off the luma axis); hue and saturation act on RGB only (for one channel the
    matrix is reduced to its mean row, as NVlabs do, where they are the identity).
 4. Image-space filtering: four frequency bands (sym2 wavelet filter bank, 43 taps), each band
@@ -38,12 +39,13 @@ Presets (``PRESETS``): NVlabs' 'blit', 'geom', 'color', 'filter', 'noise', 'cuto
 keeps the up-down orientation of an ultrasound image (skin at the top).
 
 Deliberate differences to NVlabs: the blits are exact pixel copies done before the resampling
-(NVlabs folds them into the one resampling matrix, where they are exact up to the filter pair;
-as a consequence the border padding of the resampling reflects the blitted image, not the
-original); the reflect padding is static (side - 1 on every side: NVlabs' largest, it pads per
-batch only as far as the transformed corners need, which gives the same values); transforms
-drawn as the identity skip the resampling and the filter, so p = 0 is the exact identity; p is
-kept in [0, 1] (NVlabs clamp it only at 0).
+(NVlabs fold them into the one resampling matrix, where integer translations stay exact but
+flips and 90-degree rotations pick up a slight blur from the asymmetric sym6 filter pair; here
+the border padding of the resampling reflects the blitted image, not the original); the
+reflect padding is static (side - 1 on every side: NVlabs' largest, it pads per batch only as
+far as the transformed corners need, which gives the same values); transforms drawn as the
+identity skip the resampling and the filter, so p = 0 is the exact identity; p is kept in
+[0, 1] (NVlabs clamp it only at 0).
 """
 
 from __future__ import annotations
@@ -171,22 +173,30 @@ def speed_kimg(ada_kimg: float, kimg: float) -> float:
     return min(500.0, kimg / 10) if kimg > 0 else 500.0
 
 
-class _Draws:
-    """Independent draws from one seed tensor: draw k uses ``fold_in(seed, k)``."""
+# The choices drawn per image: a transform (or a filter band) is applied where u < probability;
+# "rotate" has two slots (before and after the anisotropic scaling).
+_SLOTS = ("xflip", "rotate90", "xint", "scale", "rotate_pre", "aniso", "rotate_post", "xfrac",
+          "brightness", "contrast", "lumaflip", "hue", "saturation",
+          "band0", "band1", "band2", "band3", "noise", "cutout")
+# Normal draws: (name, slot that enables it, std attribute, log2-normal?)
+_NORMALS = (("scale", "scale", "scale_std", True), ("aniso", "aniso", "aniso_std", True),
+            ("frac_x", "xfrac", "xfrac_std", False), ("frac_y", "xfrac", "xfrac_std", False),
+            ("brightness", "brightness", "brightness_std", False),
+            ("contrast", "contrast", "contrast_std", True),
+            ("saturation", "saturation", "saturation_std", True),
+            ("band0", "band0", "imgfilter_std", True), ("band1", "band1", "imgfilter_std", True),
+            ("band2", "band2", "imgfilter_std", True), ("band3", "band3", "imgfilter_std", True),
+            ("noise_sigma", "noise", "noise_std", False))
+# Uniform values in [0, 1): x-flip and luma flip (apply with 1/2), rot90 k, xint (x, y),
+# rotations, hue, cutout centre.
+_UNIFORMS = ("flip", "rot90", "tx", "ty", "theta_pre", "theta_post", "lumaflip", "hue",
+             "cutout_x", "cutout_y")
 
-    def __init__(self, seed: Any) -> None:
-        self.seed = autodiff.seed_tensor(seed) if isinstance(seed, int) else seed
-        self.k = 0
 
-    def _next(self) -> Any:
-        self.k += 1
-        return autodiff.fold_in(self.seed, self.k)
-
-    def uniform(self, shape: tuple[int, ...]) -> Tensor:
-        return autodiff.uniform(shape, self._next())
-
-    def normal(self, shape: tuple[int, ...]) -> Tensor:
-        return autodiff.normal(shape, self._next())
+def _slot_multipliers(spec: AugmentSpec) -> np.ndarray:
+    mult = {name: getattr(spec, name) for name in _SLOTS if hasattr(spec, name)}
+    mult.update({f"band{i}": spec.imgfilter * b for i, b in enumerate(spec.imgfilter_bands)})
+    return np.asarray([mult.get(name, 0.0) for name in _SLOTS], np.float32)
 
 
 def sample_params(shape: tuple[int, int, int, int], p: Tensor, seed: Any,
@@ -194,50 +204,55 @@ def sample_params(shape: tuple[int, int, int, int], p: Tensor, seed: Any,
     """Draw per-image parameters for images of ``shape`` (N, H, W, C).
 
     A transform not chosen (probability 1 - p * multiplier) gets its identity value.
-    ``seed``: an int, or an int32 seed tensor of shape [2] (``autodiff.seed_tensor``).
+    ``seed``: an int, or an int32 seed tensor of shape [2] (``autodiff.seed_tensor``). All
+    per-image numbers come from one uniform and one normal draw (vectorised: one random-number
+    call and a few operations compile far faster than one per parameter).
     """
     spec = preset(spec)
     n, h, w, c = shape
-    gen = _Draws(seed)
+    seed = autodiff.seed_tensor(seed) if isinstance(seed, int) else seed
     p = ops.cast(p, "float32")
+    k_slot, k_uni = len(_SLOTS), len(_UNIFORMS)
+    u = autodiff.uniform((n, k_slot + k_uni), autodiff.fold_in(seed, 1))
+    z = autodiff.normal((n, len(_NORMALS)), autodiff.fold_in(seed, 2))
 
-    def chosen(prob: Any) -> Tensor:
-        return ops.cast(gen.uniform((n,)) < prob, "float32")
-
-    out: dict[str, Tensor] = {}
-    out["flip"] = chosen(spec.xflip * p) * ops.cast(gen.uniform((n,)) < 0.5, "float32")
-    out["rot90"] = ops.cast(chosen(spec.rotate90 * p) * ops.floor(gen.uniform((n,)) * 4), "int32")
-    m = chosen(spec.xint * p)
-    shift = (gen.uniform((n, 2)) * 2 - 1) * spec.xint_max
-    out["tx"] = ops.cast(ops.round(shift[:, 0] * w) * m, "int32")
-    out["ty"] = ops.cast(ops.round(shift[:, 1] * h) * m, "int32")
-
-    out["scale"] = ops.exp2(gen.normal((n,)) * spec.scale_std * chosen(spec.scale * p))
+    rot = np.asarray([name.startswith("rotate_") for name in _SLOTS])
     p_rot = 1 - ops.sqrt(ops.clip(1 - spec.rotate * p, 0.0, 1.0))  # P(pre or post) = rotate * p
+    prob = ops.where(ops.convert_to_tensor(rot), p_rot, ops.convert_to_tensor(_slot_multipliers(spec)) * p)
+    on = ops.cast(u[:, :k_slot] < prob, "float32")  # [n, slots]
+    col = lambda name: on[:, _SLOTS.index(name)]  # noqa: E731
+    uv = {name: u[:, k_slot + i] for i, name in enumerate(_UNIFORMS)}
+
+    std = np.asarray([getattr(spec, attr) for _, _, attr, _ in _NORMALS], np.float32)
+    enable = ops.take(on, ops.convert_to_tensor(np.asarray([_SLOTS.index(sl) for _, sl, _, _ in _NORMALS],
+                                                           np.int32)), axis=1)
+    zs = z * ops.convert_to_tensor(std) * enable
+    zs = ops.where(ops.convert_to_tensor(np.asarray([lg for *_, lg in _NORMALS])), ops.exp2(zs), zs)
+    zv = {name: zs[:, i] for i, (name, *_) in enumerate(_NORMALS)}
+
+    half = lambda name: ops.cast(uv[name] < 0.5, "float32")  # noqa: E731
     theta = math.pi * spec.rotate_max
-    out["theta_pre"] = (gen.uniform((n,)) * 2 - 1) * theta * chosen(p_rot)
-    out["aniso"] = ops.exp2(gen.normal((n,)) * spec.aniso_std * chosen(spec.aniso * p))
-    out["theta_post"] = (gen.uniform((n,)) * 2 - 1) * theta * chosen(p_rot)
-    m = chosen(spec.xfrac * p)
-    frac = gen.normal((n, 2)) * spec.xfrac_std
-    out["frac_x"], out["frac_y"] = frac[:, 0] * m, frac[:, 1] * m
-
-    out["brightness"] = gen.normal((n,)) * spec.brightness_std * chosen(spec.brightness * p)
-    out["contrast"] = ops.exp2(gen.normal((n,)) * spec.contrast_std * chosen(spec.contrast * p))
-    out["lumaflip"] = chosen(spec.lumaflip * p) * ops.cast(gen.uniform((n,)) < 0.5, "float32")
-    out["hue"] = (gen.uniform((n,)) * 2 - 1) * math.pi * spec.hue_max * chosen(spec.hue * p)
-    out["saturation"] = ops.exp2(gen.normal((n,)) * spec.saturation_std * chosen(spec.saturation * p))
-
-    gains = [ops.exp2(gen.normal((n,)) * spec.imgfilter_std * chosen(spec.imgfilter * p * band))
-             for band in spec.imgfilter_bands]
-    out["band_gain"] = ops.stack(gains, axis=-1)  # [n, 4], before the power normalisation
-
-    out["noise_sigma"] = ops.abs(gen.normal((n,))) * spec.noise_std * chosen(spec.noise * p)
+    out: dict[str, Tensor] = {
+        "flip": col("xflip") * half("flip"),
+        "rot90": ops.cast(col("rotate90") * ops.floor(uv["rot90"] * 4), "int32"),
+        "tx": ops.cast(ops.round((uv["tx"] * 2 - 1) * spec.xint_max * w) * col("xint"), "int32"),
+        "ty": ops.cast(ops.round((uv["ty"] * 2 - 1) * spec.xint_max * h) * col("xint"), "int32"),
+        "scale": zv["scale"],
+        "theta_pre": (uv["theta_pre"] * 2 - 1) * theta * col("rotate_pre"),
+        "aniso": zv["aniso"],
+        "theta_post": (uv["theta_post"] * 2 - 1) * theta * col("rotate_post"),
+        "frac_x": zv["frac_x"], "frac_y": zv["frac_y"],
+        "brightness": zv["brightness"], "contrast": zv["contrast"],
+        "lumaflip": col("lumaflip") * half("lumaflip"),
+        "hue": (uv["hue"] * 2 - 1) * math.pi * spec.hue_max * col("hue"),
+        "saturation": zv["saturation"],
+        "band_gain": zs[:, 7:11],  # [n, 4] per-band gains, before the power normalisation
+        "noise_sigma": ops.abs(zv["noise_sigma"]),
+        "cutout_size": col("cutout") * spec.cutout_size,
+        "cutout_x": uv["cutout_x"], "cutout_y": uv["cutout_y"],
+    }
     if spec.noise:
-        out["noise"] = gen.normal((n, h, w, c))
-    out["cutout_size"] = chosen(spec.cutout * p) * spec.cutout_size
-    centre = gen.uniform((n, 2))
-    out["cutout_x"], out["cutout_y"] = centre[:, 0], centre[:, 1]
+        out["noise"] = autodiff.normal((n, h, w, c), autodiff.fold_in(seed, 3))
     return out
 
 
@@ -299,43 +314,30 @@ def translate_int(x: Tensor, tx: Tensor, ty: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Small per-image matrices (elementwise products: exact for 0/1 entries, and never lowered to
-# reduced-precision matrix units on accelerators).
-
-def _matrix(ref: Tensor, *rows: Any) -> Tensor:
-    """[n, R, C] from rows of entries that are Python numbers or [n] tensors."""
-    zero = ops.zeros_like(ref)
-    cell = lambda e: zero + e if isinstance(e, (int, float)) else e  # noqa: E731
-    return ops.stack([ops.stack([cell(e) for e in row], axis=-1) for row in rows], axis=-2)
-
-
-def _mm(a: Tensor, b: Tensor) -> Tensor:
-    """Batched product of small matrices [n, i, l] @ [n, l, j]."""
-    return ops.sum(ops.expand_dims(a, -1) * ops.expand_dims(b, -3), axis=-2)
-
-
-# ---------------------------------------------------------------------------------------------
 # General geometric transforms.
 
 def geometric_matrix(params: dict[str, Tensor], size: tuple[int, int]) -> Tensor:
-    """Per-image 3x3 map from output pixel positions (x, y; from the image centre) to source ones.
+    """Per-image [n, 2, 3] affine map from output pixel positions (x, y; from the image centre)
+    to source ones.
 
     NVlabs' convention: G_inv = S(1/s) R(theta_pre) A(1/a, a) R(theta_post) T(-t), with R(t) the
     rotation [[cos, -sin], [sin, cos]] and t the fractional translation in pixels; the forward
-    transform applies scaling, rotation, anisotropy, rotation, translation in this order.
+    transform applies scaling, rotation, anisotropy, rotation, translation in this order. The
+    product is written out entry by entry (exact for identity parameters; no matrix units).
     """
     h, w = size
     s, a = params["scale"], params["aniso"]
-
-    def rot(t: Tensor) -> Tensor:
-        c, sn = ops.cos(t), ops.sin(t)
-        return _matrix(t, [c, -sn, 0], [sn, c, 0], [0, 0, 1])
-
-    m = _matrix(s, [1 / s, 0, 0], [0, 1 / s, 0], [0, 0, 1])
-    m = _mm(m, rot(params["theta_pre"]))
-    m = _mm(m, _matrix(a, [1 / a, 0, 0], [0, a, 0], [0, 0, 1]))
-    m = _mm(m, rot(params["theta_post"]))
-    return _mm(m, _matrix(s, [1, 0, -params["frac_x"] * w], [0, 1, -params["frac_y"] * h], [0, 0, 1]))
+    ca, sa = ops.cos(params["theta_pre"]), ops.sin(params["theta_pre"])
+    cb, sb = ops.cos(params["theta_post"]), ops.sin(params["theta_post"])
+    pa, qa = 1 / a, a
+    l00 = (ca * pa * cb - sa * qa * sb) / s
+    l01 = (-ca * pa * sb - sa * qa * cb) / s
+    l10 = (sa * pa * cb + ca * qa * sb) / s
+    l11 = (-sa * pa * sb + ca * qa * cb) / s
+    tx, ty = -params["frac_x"] * w, -params["frac_y"] * h
+    rows = [ops.stack([l00, l01, l00 * tx + l01 * ty], axis=-1),
+            ops.stack([l10, l11, l10 * tx + l11 * ty], axis=-1)]
+    return ops.stack(rows, axis=-2)
 
 
 # Each 1-D step (reflect padding, FIR up/downsampling, the per-image band filter) is a linear
@@ -433,51 +435,27 @@ def _is_identity_geometry(params: dict[str, Tensor]) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 # Colour.
 
-def color_matrix(params: dict[str, Tensor], channels: int) -> Tensor:
-    """Per-image 4x4 matrix on (R, G, B, 1): saturation @ hue @ lumaflip @ contrast @ brightness."""
-    b = params["brightness"]
-    one = ops.ones_like(b)
-    v = 1 / math.sqrt(3)  # the luma axis (1, 1, 1) / sqrt(3)
-    vv = [[v * v if i < 3 and j < 3 else 0.0 for j in range(4)] for i in range(4)]
-    eye = [[float(i == j) for j in range(4)] for i in range(4)]
+def color(x: Tensor, params: dict[str, Tensor]) -> Tensor:
+    """NVlabs' colour matrix, saturation @ hue @ lumaflip @ contrast @ brightness on (R, G, B),
+    applied step by step (each step exact for its identity parameter).
 
-    def outer(scale: Tensor) -> Tensor:  # I + scale * (vv^T restricted to RGB)
-        return _matrix(b, *[[eye[i][j] + scale * vv[i][j] if vv[i][j] else eye[i][j]
-                             for j in range(4)] for i in range(4)])
-
-    c = params["contrast"]
-    m = _matrix(b, [1, 0, 0, b], [0, 1, 0, b], [0, 0, 1, b], [0, 0, 0, 1])
-    m = _mm(_matrix(b, [c, 0, 0, 0], [0, c, 0, 0], [0, 0, c, 0], [0, 0, 0, one]), m)
-    m = _mm(outer(-2 * params["lumaflip"]), m)  # Householder reflection along the luma axis
-    if channels > 1:
-        th = params["hue"]
-        cs, sn, cc = ops.cos(th), ops.sin(th), 1 - ops.cos(th)
-        rot = _matrix(th, [v * v * cc + cs, v * v * cc - v * sn, v * v * cc + v * sn, 0],
-                      [v * v * cc + v * sn, v * v * cc + cs, v * v * cc - v * sn, 0],
-                      [v * v * cc - v * sn, v * v * cc + v * sn, v * v * cc + cs, 0],
-                      [0, 0, 0, 1])  # Rodrigues: rotation by th about the luma axis
-        m = _mm(rot, m)
-        s = params["saturation"]
-        # vv^T + (I - vv^T) * s, written as I + (s - 1)(I - vv^T) so that s = 1 is exactly I
-        sat = _matrix(s, *[[eye[i][j] + (s - 1) * (eye[i][j] - vv[i][j]) if i < 3 and j < 3
-                            else eye[i][j] for j in range(4)] for i in range(4)])
-        m = _mm(sat, m)
-    return m
-
-
-def color(x: Tensor, cm: Tensor) -> Tensor:
-    """Apply a [n, 4, 4] colour matrix: RGB as a matrix, one channel by its mean row."""
+    One channel: NVlabs reduce the matrix to its mean row, where hue and saturation are the
+    identity: x -> (1 - 2 lumaflip) * contrast * (x + brightness).
+    """
     c = x.shape[-1]
-    e = lambda i, j: ops.cast(ops.reshape(cm[:, i, j], (-1, 1, 1, 1)), x.dtype)  # noqa: E731
+    e = lambda k: ops.cast(ops.reshape(params[k], (-1, 1, 1, 1)), x.dtype)  # noqa: E731
+    y = (x + e("brightness")) * e("contrast")
+    mean = lambda t: ops.mean(t, axis=-1, keepdims=True)  # noqa: E731  (v v^T y = mean(y) (1, 1, 1))
     if c == 1:
-        gain = (e(0, 0) + e(0, 1) + e(0, 2) + e(1, 0) + e(1, 1) + e(1, 2)
-                + e(2, 0) + e(2, 1) + e(2, 2)) / 3
-        return x * gain + (e(0, 3) + e(1, 3) + e(2, 3)) / 3
-    if c == 3:
-        r, g, b = x[..., 0:1], x[..., 1:2], x[..., 2:3]
-        return ops.concatenate([r * e(i, 0) + g * e(i, 1) + b * e(i, 2) + e(i, 3) for i in range(3)],
-                               axis=-1)
-    raise ValueError(f"ADA colour transforms need 1 or 3 channels, not {c}")
+        return y * (1 - 2 * e("lumaflip"))
+    if c != 3:
+        raise ValueError(f"ADA colour transforms need 1 or 3 channels, not {c}")
+    y = y - 2 * e("lumaflip") * mean(y)  # Householder reflection along the luma axis
+    th = e("hue")  # Rodrigues: y cos + (v x y) sin + v (v . y)(1 - cos), v = (1, 1, 1) / sqrt(3)
+    r, g, b = y[..., 0:1], y[..., 1:2], y[..., 2:3]
+    cross = ops.concatenate([b - g, r - b, g - r], axis=-1) / math.sqrt(3)
+    y = y * ops.cos(th) + cross * ops.sin(th) + mean(y) * (1 - ops.cos(th))
+    return y + (e("saturation") - 1) * (y - mean(y))  # luma + s (y - luma)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -564,9 +542,14 @@ def cutout(x: Tensor, size: Tensor, cx: Tensor, cy: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 def apply(x: Tensor, params: dict[str, Tensor], spec: AugmentSpec | str = DEFAULT_PRESET) -> Tensor:
-    """Apply drawn parameters (identity where a transform was not chosen)."""
+    """Apply drawn parameters (identity where a transform was not chosen).
+
+    Computed in float32 (images of another dtype are cast there and back, exactly for p = 0).
+    """
     spec = preset(spec)
     _, h, w, c = x.shape
+    dtype = x.dtype
+    x = ops.cast(x, "float32")
     if spec.xflip:
         x = xflip(x, params["flip"])
     if spec.rotate90:
@@ -577,7 +560,7 @@ def apply(x: Tensor, params: dict[str, Tensor], spec: AugmentSpec | str = DEFAUL
         x = ops.where(_is_identity_geometry(params), x,
                       resample(x, geometric_matrix(params, (h, w))))
     if spec.color:
-        x = color(x, color_matrix(params, c))
+        x = color(x, params)
     if spec.imgfilter:
         same = ops.reshape(ops.all(ops.equal(params["band_gain"], 1.0), axis=-1), (-1, 1, 1, 1))
         x = ops.where(same, x, image_filter(x, params["band_gain"]))
@@ -585,7 +568,7 @@ def apply(x: Tensor, params: dict[str, Tensor], spec: AugmentSpec | str = DEFAUL
         x = add_noise(x, params["noise"], params["noise_sigma"])
     if spec.cutout:
         x = cutout(x, params["cutout_size"], params["cutout_x"], params["cutout_y"])
-    return x
+    return ops.cast(x, dtype)
 
 
 def augment(x: Tensor, p: Tensor, seed: Any, spec: AugmentSpec | str = DEFAULT_PRESET) -> Tensor:

@@ -21,6 +21,7 @@ from PIL import Image
 
 from busgan.errors import BusganError
 from busgan.fileio import atomic_path, read_json, sha256_file, write_json
+from busgan.imaging import image_grid
 from busgan.progress import progress
 
 Render = Callable[[np.ndarray], np.ndarray]  # seeds (B,) -> uint8 images (B, H, W, C)
@@ -142,18 +143,6 @@ def save_image(path: Path, image: np.ndarray) -> None:
         img.save(tmp, format=path.suffix[1:].upper())
 
 
-def image_grid(images: np.ndarray, cols: int | None = None) -> np.ndarray:
-    """Tile uint8 images (N, H, W, C) into one image, row by row (black where missing)."""
-    n, h, w, c = images.shape
-    cols = cols or int(math.ceil(math.sqrt(n)))
-    rows = int(math.ceil(n / cols))
-    grid = np.zeros((rows * h, cols * w, c), np.uint8)
-    for i, im in enumerate(images):
-        r, q = divmod(i, cols)
-        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = im
-    return grid
-
-
 def write_images(render: Render, seeds: Iterable[int], out_dir: Path, batch_size: int,
                  fmt: str = "png", grid_path: Path | None = None, grid_n: int = 64) -> int:
     """Render the seeds whose files are missing, in fixed-size batches; return images present.
@@ -207,8 +196,36 @@ def resolve_network(network: Path) -> Path:
         if not best.is_file():
             raise BusganError(f"{network}: no best.json; give a snapshot-*.npz file or the --out "
                               "folder of a finished busgan train-gan")
-        return network / read_json(best)["snapshot"]
+        return best_snapshot(network)
     return network
+
+
+def best_snapshot(folder: Path) -> Path:
+    """The snapshot ``folder/best.json`` names, which must lie inside ``folder``.
+
+    best.json is written by train-gan as ``snapshots/snapshot-....npz``; one naming an
+    absolute path, ``..`` or a link leading out of the folder (an edited or planted file) is
+    refused with one line, so a GAN folder never makes busgan read a file elsewhere.
+    """
+    folder = Path(folder)
+    best = folder / "best.json"
+    fix = "delete it and rerun busgan train-gan with --resume auto, or give a snapshot-*.npz file"
+    try:
+        record = read_json(best)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise BusganError(f"{best}: cannot be read ({type(e).__name__}); {fix}") from None
+    name = record.get("snapshot") if isinstance(record, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        raise BusganError(f"{best}: names no snapshot; {fix}")
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts or "\\" in name or name.startswith("~"):
+        raise BusganError(f"{best}: names the snapshot {name!r}, outside its folder {folder} "
+                          f"(only paths inside it are read); {fix}")
+    path = folder / rel
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise BusganError(f"{best}: the snapshot {name!r} leads outside its folder {folder} "
+                          f"(a link?); {fix}")
+    return path
 
 
 def snapshot_renderer(snapshot: Path, truncation: float) -> Render:

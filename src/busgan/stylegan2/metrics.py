@@ -10,7 +10,7 @@ even (a) is not comparable with published FIDs. Within one run every extractor r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from busgan.errors import BusganError
+from busgan.layout import FEATURE_LAYER, PREPROCESS_LAYER
 
 
 # --- statistics ---------------------------------------------------------------------------
@@ -195,19 +196,17 @@ def classifier_features(path: Path) -> KerasFeatures:
     if not Path(path).is_file():
         raise BusganError(f"{path}: classifier model not found; give the model.keras written "
                           "by busgan train-classifier, or Inception weights (.h5)")
-    try:
-        model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
-    except Exception as e:  # noqa: BLE001
-        raise BusganError(f"{path}: cannot load as a Keras model ({type(e).__name__}); "
-                          "give a model.keras written by busgan train-classifier") from None
-    if all(layer.name != "preprocess" for layer in model.layers):  # classifier.model.PREPROCESS_LAYER
+    from busgan.classifier.model import load_keras_model
+
+    model = load_keras_model(path)  # .keras only, safe_mode=True, one-line errors
+    if all(layer.name != PREPROCESS_LAYER for layer in model.layers):
         raise BusganError(f"{path}: saved by an older busgan that scaled images outside the model "
                           "(no 'preprocess' layer); retrain it with busgan train-classifier")
     dense = [layer for layer in _flat_layers(model) if isinstance(layer, keras.layers.Dense)
-             and layer.name != "preprocess"]
+             and layer.name != PREPROCESS_LAYER]
     if len(dense) < 2:
         raise BusganError(f"{path}: no Dense layer before the output; give a busgan classifier")
-    head = next((d for d in dense if d.name == "head_dense"), dense[-2])
+    head = next((d for d in dense if d.name == FEATURE_LAYER), dense[-2])
     feat = keras.Model(model.inputs, head.output)
     size = int(model.inputs[0].shape[1] or 256)
     return KerasFeatures(feat, size, lambda x: x, f"classifier:{Path(path).name}:{head.name}")
@@ -235,3 +234,8 @@ def make_extractor(feature_model: Path | None) -> FeatureExtractor:
         return inception_features(p)
     raise BusganError(f"{p}: unknown feature model; give a classifier model.keras or "
                       "InceptionV3 notop weights (.h5)")
+
+
+def features_of(extractor: FeatureExtractor, batches: Iterable[np.ndarray]) -> np.ndarray:
+    """Concatenate the features of a stream of uint8 image batches."""
+    return np.concatenate([extractor(b) for b in batches])

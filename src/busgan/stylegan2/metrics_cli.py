@@ -53,7 +53,7 @@ def register(sub: Any) -> None:
 
 
 def _check_folder(folder: Path, option: str) -> None:
-    from busgan.stylegan2.training import IMAGE_SUFFIXES
+    from busgan.imaging import IMAGE_SUFFIXES
 
     if not folder.is_dir():
         raise BusganError(f"{option} {folder}: folder not found; give a folder of images")
@@ -65,7 +65,7 @@ def _folder_geometry(folder: Path) -> tuple[int, int]:
     """(resolution, channels) of a folder's first image: the generated images' own size."""
     from PIL import Image
 
-    from busgan.stylegan2.training import IMAGE_SUFFIXES
+    from busgan.imaging import IMAGE_SUFFIXES
 
     first = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)[0]
     try:

@@ -68,36 +68,6 @@ def load_state_into(state: TrainState, G: keras.Model, D: keras.Model | None = N
             var.assign(val)
 
 
-def state_to_numpy(state: TrainState) -> dict[str, np.ndarray]:
-    """Flat ``{"g/0": array, ..., "g_opt/m/3": array, "pl_mean": array}`` (for safe saving)."""
-    out: dict[str, np.ndarray] = {}
-
-    def walk(prefix: str, x: Any) -> None:
-        if isinstance(x, dict):
-            for k, v in x.items():
-                walk(f"{prefix}/{k}" if prefix else k, v)
-        elif isinstance(x, (list, tuple)):
-            for i, v in enumerate(x):
-                walk(f"{prefix}/{i}", v)
-        else:
-            out[prefix] = np.asarray(ops.convert_to_numpy(x))
-    walk("", state)
-    return out
-
-
-def state_from_numpy(arrays: dict[str, np.ndarray], like: TrainState) -> TrainState:
-    """Inverse of ``state_to_numpy``, shaped like ``like`` (e.g. ``init_state(G, D)``)."""
-    def build(prefix: str, x: Any) -> Any:
-        if isinstance(x, dict):
-            return {k: build(f"{prefix}/{k}" if prefix else k, v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [build(f"{prefix}/{i}", v) for i, v in enumerate(x)]
-        return ops.convert_to_tensor(arrays[prefix])
-    return build("", like)
-
-
-# --- optimizer -----------------------------------------------------------------------------
-
 def adam_hparams(lr: float, reg_interval: int | None) -> tuple[float, float, float]:
     """(lr, beta1, beta2) after the lazy-regularisation correction c = k / (k + 1)."""
     c = 1.0 if not reg_interval else reg_interval / (reg_interval + 1)

@@ -30,30 +30,21 @@ from PIL import Image
 
 from busgan.config import GanConfig, restart_values
 from busgan.errors import BusganError
+from busgan.imaging import fit, image_grid, list_images
 from busgan.fileio import atomic_write_text, read_json, write_json
 from busgan.stylegan2 import augment as ada
 from busgan.stylegan2 import autodiff, metrics, networks, steps
 from busgan.stylegan2 import snapshot as snap
 from busgan.stylegan2.distributed import Devices, init_distributed, memory_gb
-from busgan.stylegan2.generate import image_grid, latents, save_image, to_uint8
+from busgan.stylegan2.generate import best_snapshot, latents, save_image, to_uint8
 from busgan.stylegan2.tblog import EventWriter
 
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg")
 ADA_INTERVAL = 4  # steps between ADA p updates (NVlabs: 4)
 GRID_SEEDS = 32  # fixed seeds shown in every snapshot grid
 MAX_REAL_FOR_FID = 50_000
 
 
 # --- data ----------------------------------------------------------------------------------
-
-def _fit(im: Image.Image, size: int) -> Image.Image:
-    """Resize policy: centre-crop to a square (the shorter side), then Lanczos to size x size."""
-    w, h = im.size
-    if w != h:
-        s = min(w, h)
-        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    return im.resize((size, size), Image.LANCZOS) if im.size != (size, size) else im
-
 
 def load_class_images(data_dir: Path, resolution: int, channels: int) -> tuple[np.ndarray, int]:
     """All images of one class as uint8 (N, R, R, C), and how many had to be resized.
@@ -64,7 +55,7 @@ def load_class_images(data_dir: Path, resolution: int, channels: int) -> tuple[n
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise BusganError(f"{data_dir}: image folder not found; give --data a folder of one class's images")
-    files = sorted(p for p in data_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_images(data_dir)
     if not files:
         raise BusganError(f"{data_dir}: no PNG/BMP/JPEG images; give --data a folder of one class's images")
     out = np.empty((len(files), resolution, resolution, channels), np.uint8)
@@ -75,7 +66,7 @@ def load_class_images(data_dir: Path, resolution: int, channels: int) -> tuple[n
                 im = im.convert("L" if channels == 1 else "RGB")
                 if im.size != (resolution, resolution):
                     resized += 1
-                    im = _fit(im, resolution)
+                    im = fit(im, resolution, "crop")
                 a = np.asarray(im, np.uint8)
         except OSError as e:
             raise BusganError(f"{f}: cannot read image ({e}); remove or replace the file") from None
@@ -431,7 +422,7 @@ class GanTrainer:
         best_file = self.out_dir / "best.json"
         if not best_file.is_file():
             raise BusganError(f"{self.out_dir}: training finished without best.json; rerun with --resume auto")
-        return self.out_dir / read_json(best_file)["snapshot"]
+        return best_snapshot(self.out_dir)
 
 
 def train_gan(data_dir: Path, out_dir: Path, cfg: GanConfig, resume: bool = True,
