@@ -63,11 +63,7 @@ def plot_roc_overlay(y_true: NDArray[np.bool_], score_a: NDArray[np.float64],
            title=f"ROC, {result['n']['total']} test images (AUC {level} CI)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    target = Path(path)
-    with atomic_path(target, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    return target
+    return _save(fig, path)
 
 
 def plot_reliability(curves: Mapping[str, Reliability], path: str | Path, title: str = "Reliability") -> Path:
@@ -90,6 +86,11 @@ def plot_reliability(curves: Mapping[str, Reliability], path: str | Path, title:
            ylabel="fraction malignant", title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    """Lay the figure out and write it as a PNG, atomically."""
     fig.tight_layout()
     target = Path(path)
     with atomic_path(target, suffix=".png") as tmp:
