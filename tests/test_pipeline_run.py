@@ -124,10 +124,10 @@ def test_two_runs_on_one_work_directory(reference: Path, tmp_path: Path) -> None
     work = tmp_path / "shared"
     cmd = _cmd(work) + ["--until", "train-real"]
     first = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lock = work / ".busgan-lock"
-    deadline = time.time() + 120
-    while not (lock.is_file() and "process" in lock.read_text()) and time.time() < deadline:
-        time.sleep(0.2)
+    assert first.stdout is not None
+    for line in first.stdout:  # the first stage's header: printed while the lock is held
+        if "[busgan run] [1/" in line:
+            break
     second = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err[-3000:]

@@ -1,8 +1,9 @@
 """One busgan process per work directory (or output folder) at a time.
 
-``fcntl.flock`` rather than a lock library: the kernel drops the lock when its process dies
-(even by SIGKILL), so a stale lock cannot exist and needs no detection; the file only tells
-the second process who holds it. POSIX only, as is the rest of busgan's crash-safe writing.
+``fcntl.flock`` on the folder itself rather than a lock library or a lock file: the kernel
+drops the lock when its process dies (even by SIGKILL), so a stale lock cannot exist and needs
+no detection, and nothing is written into a folder that may hold the user's own files. The
+holder is named from ``/proc/locks`` (Linux). POSIX only, as is busgan's crash-safe writing.
 Processes of one multi-process training (``BUSGAN_PROCESS_ID`` > 0) work under the lock that
 process 0 holds.
 """
@@ -18,7 +19,20 @@ from pathlib import Path
 
 from busgan.errors import BusganError
 
-LOCK_NAME = ".busgan-lock"
+
+def _holder(folder: Path) -> str:
+    """'process PID (started ...)' of the flock on ``folder``, from /proc/locks where readable."""
+    try:
+        st = os.stat(folder)
+        for line in Path("/proc/locks").read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 5 and parts[1] == "FLOCK" and parts[5].endswith(f":{st.st_ino}"):
+                pid = parts[4]
+                started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.stat(f"/proc/{pid}").st_ctime))
+                return f"process {pid} (started {started})"
+    except (OSError, ValueError):
+        pass
+    return "another busgan process"
 
 
 @contextlib.contextmanager
@@ -29,16 +43,13 @@ def folder_lock(folder: Path, what: str = "work directory") -> Iterator[None]:
         return
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(folder, os.O_RDONLY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-            raise BusganError(f"{what} {folder} is in use by {holder}; wait for it to finish, "
-                              "or use another folder") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S')})".encode(), 0)
+            raise BusganError(f"{what} {folder} is in use by {_holder(folder)}; wait for it to "
+                              "finish, or use another folder") from None
         yield
     finally:
         os.close(fd)  # closing releases the lock

@@ -25,7 +25,6 @@ from busgan.classifier.model import load_classifier
 from busgan.config import SelectConfig
 from busgan.errors import BusganError
 from busgan.fileio import TEMP_NAME, atomic_path, sha256_file, atomic_write_text, read_json, write_json
-from busgan.lock import LOCK_NAME
 from busgan.progress import progress
 
 log = logging.getLogger(__name__)
@@ -120,7 +119,7 @@ def check_out(out_dir: Path, generated_dir: Path) -> set[str]:
                           "inside one another; give an --out outside it")
     if out_dir.exists() and not out_dir.is_dir():
         raise BusganError(f"{out_dir}: is a file, not a folder; give another --out")
-    if not out_dir.is_dir() or all(TEMP_NAME.match(p.name) or p.name == LOCK_NAME for p in out_dir.iterdir()):
+    if not out_dir.is_dir() or all(TEMP_NAME.match(p.name) for p in out_dir.iterdir()):
         return set()
     if not _is_selection(out_dir / "select.json"):
         raise BusganError(f"{out_dir}: is not empty and was not written by busgan select (no select.json); "
