@@ -239,7 +239,8 @@ def make_oracle_images(cfg: Config, work: Path, key: str) -> dict[str, Any]:
     root = work / layout.ORACLE
     phantom_dir = generate_phantom(root / "phantom", oracle_phantom_config(cfg))
     sources = sorted(p for c in CLASSES for p in (phantom_dir / c).glob("*.png"))
-    overlap = [p for p in sources if sha256_file(p) in _prepared_hashes(work)]
+    prepared = _prepared_hashes(work)  # the manifest, read once
+    overlap = [p for p in sources if sha256_file(p) in prepared]
     if overlap:
         raise BusganError(f"{overlap[0]}: an oracle image equals a prepared image; "
                           "change phantom.seed (the oracle uses phantom.seed + 1000003)")
