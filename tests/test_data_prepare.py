@@ -258,7 +258,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
             "--workers", "2", "--contact-sheet"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert '"groups": 3' in out and (work / "data/contact_sheet.png").is_file()
+    assert "duplicates: 3 groups of " in out and (work / "data/contact_sheet.png").is_file()
     assert main(args[:-1] + ["--size", "40"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--force" in err

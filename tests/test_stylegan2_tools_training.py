@@ -95,6 +95,23 @@ def test_outputs_and_best(straight):
     assert list((straight / "logs").glob("events.out.tfevents.*"))
 
 
+def test_every_snapshot_has_fidelity_beside_its_floor(straight):
+    import csv
+    rows = list(csv.DictReader(open(straight / "metrics.csv", newline="")))
+    spaces = {r["space"] for r in rows}
+    assert len(spaces) == 2 and "randomconv-s0" in spaces  # the classifier's (here pixels) and an independent one
+    assert {r["metric"] for r in rows} == {"kid", "fid", "precision", "recall"}
+    assert {r["source"] for r in rows} == {p.name for p in (straight / "snapshots").glob("*.npz")}
+    assert {r["n"] for r in rows} == {"8"}  # two disjoint halves of the 16 training images, 8 fakes
+    for space in spaces:
+        for metric in ("kid", "fid", "precision", "recall"):
+            floors = {r["floor"] for r in rows if r["space"] == space and r["metric"] == metric}
+            assert len(floors) == 1, (space, metric)  # real vs real: the same at every snapshot
+    for r in rows:
+        if r["metric"] in ("precision", "recall"):
+            assert 0.0 <= float(r["value"]) <= 1.0 and 0.0 <= float(r["floor"]) <= 1.0
+
+
 def test_ada_p_rises_when_d_overfits(straight, tmp_path):
     # 4 images and a weak R1: D soon tells them from the fakes (E[sign D(real)] > 0.6), so p
     # rises from 0 and then holds r_t near the target.

@@ -115,24 +115,62 @@ def train_real_arm(cfg: Config, work: Path, key: str) -> dict[str, Any]:
     return {"arm": layout.REAL_ARM, "replicates": reps}
 
 
-def balanced_per_class(folder: Path, wanted: int) -> tuple[int, dict[str, int]]:
-    """Images per class an arm trains on with both classes equally represented: ``wanted``, or
-    the smaller class's count when the folder holds fewer; and the counts found."""
+def excluded_selection(cfg: Config, work: Path) -> frozenset[str]:
+    """The selected images (``class/name``) the memorization audit keeps out of the arms
+    (``audit.policy = "exclude"``); none otherwise."""
+    if not (cfg.audit.enabled and cfg.audit.policy == "exclude"):
+        return frozenset()
+    from busgan.audit import read_excluded
+    return read_excluded(work)
+
+
+def _kept(folder: Path, cls: str, excluded: frozenset[str]) -> list[Path]:
     from busgan.imaging import list_images
-    counts = {c: len(list_images(folder / c)) if (folder / c).is_dir() else 0 for c in CLASSES}
+    if not (folder / cls).is_dir():
+        return []
+    return [p for p in list_images(folder / cls) if f"{cls}/{p.name}" not in excluded]
+
+
+def balanced_per_class(folder: Path, wanted: int, excluded: frozenset[str] = frozenset()
+                       ) -> tuple[int, dict[str, int]]:
+    """Images per class an arm trains on with both classes equally represented: ``wanted``, or
+    the smaller class's count when the folder holds fewer; and the counts found (``excluded``
+    images, ``class/name``, not counted)."""
+    counts = {c: len(_kept(folder, c, excluded)) for c in CLASSES}
     if min(counts.values()) == 0:
         empty = [c for c, n in counts.items() if n == 0]
-        raise BusganError(f"{folder}: no {' or '.join(empty)} image was selected; the arm cannot "
+        after = " once the audit's near-copies are excluded" if excluded else ""
+        raise BusganError(f"{folder}: no {' or '.join(empty)} image was selected{after}; the arm cannot "
                           "train: generate more images (generate.n_per_class) or train the GANs longer")
     return min(wanted, *counts.values()), counts
 
 
-def _train_from_selection(cfg: Config, work: Path, key: str, arm: str, selected: Path) -> dict[str, Any]:
-    """An arm trained on a selected set (synthetic, oracle), in cascade rounds per replicate."""
+def _without_excluded(selected: Path, excluded: frozenset[str], out: Path) -> Path:
+    """``selected`` itself, or with exclusions ``out/{class}/``: links to the images kept."""
+    if out.exists():
+        shutil.rmtree(out)  # a folder of links this stage made
+    if not excluded:
+        return selected
+    for cls in CLASSES:
+        for f in _kept(selected, cls, excluded):
+            _link_or_copy(f, out / cls / f.name)
+    return out
+
+
+def _removed(selected: Path, excluded: frozenset[str]) -> dict[str, int]:
+    """How many selected images of each class the exclusion list removes."""
+    return {c: sum(1 for e in excluded if e.startswith(f"{c}/") and (selected / e).is_file()) for c in CLASSES}
+
+
+def _train_from_selection(cfg: Config, work: Path, key: str, arm: str, selected: Path,
+                          excluded: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """An arm trained on a selected set (synthetic, oracle), in cascade rounds per replicate,
+    without the ``excluded`` images (``class/name``)."""
     rounds = cfg.synthetic.rounds
     if rounds < 1:
         raise BusganError(f"synthetic.rounds = {rounds}: at least one round is needed; set 1 or more")
-    per_class, found = balanced_per_class(selected, cfg.synthetic.per_class)
+    per_class, found = balanced_per_class(selected, cfg.synthetic.per_class, excluded)
+    selected = _without_excluded(selected, excluded, work / layout.ARMS / arm / "selection")
     shortfall = per_class < cfg.synthetic.per_class
     if shortfall:
         log.info(f"[busgan run] {arm}: selection kept {', '.join(f'{n} {c}' for c, n in found.items())} "
@@ -155,7 +193,11 @@ def _train_from_selection(cfg: Config, work: Path, key: str, arm: str, selected:
 
 
 def train_synthetic_arm(cfg: Config, work: Path, key: str) -> dict[str, Any]:
-    return _train_from_selection(cfg, work, key, layout.SYNTHETIC_ARM, work / layout.SELECTED)
+    excluded = excluded_selection(cfg, work)
+    summary = _train_from_selection(cfg, work, key, layout.SYNTHETIC_ARM, work / layout.SELECTED, excluded)
+    if excluded:
+        summary["excluded_near_copies"] = _removed(work / layout.SELECTED, excluded)
+    return summary
 
 
 def train_oracle_arm(cfg: Config, work: Path, key: str) -> dict[str, Any]:
@@ -170,15 +212,21 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def combined_training_set(work: Path, out: Path, per_class: int, seed: int) -> dict[str, dict[str, int]]:
+def combined_training_set(work: Path, out: Path, per_class: int, seed: int,
+                          excluded: frozenset[str] = frozenset()) -> dict[str, dict[str, int]]:
     """``out/{class}/``: every real training image plus ``per_class`` selected synthetic images
-    per class (a seeded draw), as links; returns how many of each were placed."""
+    per class (a seeded draw among those not ``excluded``), as links; returns how many of each
+    were placed."""
+    import numpy as np
     from busgan.classifier.dataset import sample_per_class, scan_classes
     if out.exists():
         shutil.rmtree(out)  # a folder of links this stage made for this replicate
     placed: dict[str, dict[str, int]] = {"real": {}, "synthetic": {}}
     real_files, real_labels = scan_classes(layout.data_split(work, "train"))
     syn_files, syn_labels = scan_classes(work / layout.SELECTED, require_all=False)
+    if excluded:
+        keep_ok = [i for i, f in enumerate(syn_files) if f"{f.parent.name}/{f.name}" not in excluded]
+        syn_files, syn_labels = [syn_files[i] for i in keep_ok], syn_labels[np.asarray(keep_ok, np.int64)]
     keep = sample_per_class(syn_labels, per_class, seed)
     for kind, files, labels in (("real", real_files, real_labels),
                                 ("synthetic", [syn_files[i] for i in keep], syn_labels[keep])):
@@ -189,18 +237,22 @@ def combined_training_set(work: Path, out: Path, per_class: int, seed: int) -> d
 
 
 def train_combined_arm(cfg: Config, work: Path, key: str) -> dict[str, Any]:
-    per_class, found = balanced_per_class(work / layout.SELECTED, cfg.synthetic.per_class)
+    excluded = excluded_selection(cfg, work)
+    per_class, found = balanced_per_class(work / layout.SELECTED, cfg.synthetic.per_class, excluded)
     reps = []
     for k in range(1, replicate_count(cfg) + 1):
         out = layout.replicate_dir(work, layout.COMBINED_ARM, k)
         if not _finished(out, key):
             seed = replicate_seed(cfg, k)
-            placed = combined_training_set(work, out / "train-set", per_class, seed)
+            placed = combined_training_set(work, out / "train-set", per_class, seed, excluded)
             ccfg = dataclasses.replace(cfg.classifier, seed=seed)
             _train(out / "train-set", work, out, ccfg)
             write_json(out / "train-set.json", placed)
         reps.append(_mark_finished(out, key, layout.COMBINED_ARM, k))
-    return {"arm": layout.COMBINED_ARM, "replicates": reps, "synthetic_per_class": per_class}
+    summary = {"arm": layout.COMBINED_ARM, "replicates": reps, "synthetic_per_class": per_class}
+    if excluded:
+        summary["excluded_near_copies"] = _removed(work / layout.SELECTED, excluded)
+    return summary
 
 
 # --- the oracle's images ---------------------------------------------------------------------

@@ -84,8 +84,9 @@ class PhantomConfig:
 class DataConfig:
     """Stage 0: image preparation (import, resize, split, duplicates)."""
     source: str = opt("phantom", "image folder to import, or 'phantom' to simulate one")
-    layout: Literal["auto", "folders", "busi", "seed"] = opt(
-        "auto", "source layout: folder per class, BUSI, the seed's Train/Test tree, or auto-detect")
+    layout: Literal["auto", "folders", "busi", "seed", "busbra"] = opt(
+        "auto", "source layout: folder per class, BUSI, the seed's Train/Test tree, BUS-BRA "
+        "(Images/ + bus_data.csv), or auto-detect")
     class_map: dict[str, str] = opt(
         {}, "extra folder-name -> class mapping ('benign', 'malignant' or 'ignore'), e.g. {lesion_b = 'benign'}")
     size: int = opt(256, "output image side in pixels")
@@ -98,13 +99,22 @@ class DataConfig:
     near_duplicate_bits: int = opt(4, "perceptual-hash Hamming distance at or under which two images are near-duplicates")
     bad_images: Literal["error", "skip"] = opt(
         "error", "unreadable (corrupt, truncated) image files: stop with an error, or skip and report them")
+    folds_csv: str = opt("", "BUS-BRA: a k-fold partition CSV (e.g. 5-fold-cv.csv; relative to the source "
+                         "folder or absolute) whose test_fold rows are the test set ('' = split by Case)")
+    fold_column: str = opt("kFold", "BUS-BRA: the fold column of folds_csv")
+    test_fold: int = opt(1, "BUS-BRA: the fold of folds_csv used as the test set")
+    dicom_frames: Literal["refuse", "split", "skip"] = opt(
+        "refuse", "multi-frame DICOM files (cine clips): stop with an error, import every frame as an "
+        "image (one split per file), or skip and report them")
+    patient_salt: str = opt("", "salt of the pseudonymised DICOM patient ids ('' = a random one made once "
+                            "and kept in WORK/patient_salt); never written to any output")
     workers: int = opt(0, "worker processes for reading and resizing (0 = one per CPU core)", effect="none")
 
 
 @dataclass
 class ClassifierConfig:
     """Stages 1 and 5: the InceptionResNetV2 classifier."""
-    backbone: str = opt("InceptionResNetV2", "any keras.applications model name, or 'tiny' (a 4-conv CNN for tests/demo)")
+    backbone: str = opt("InceptionResNetV2", "any keras.applications model name, 'small' (a 7-conv CNN for CPU studies) or 'tiny' (4 convs, tests)")
     weights: str = opt("none", "'none' (random initialisation), a path to a local weights file of the "
                        "backbone without its top, or 'imagenet' (the paper's choice: read from the Keras "
                        "cache ~/.keras/models, never downloaded at run time)")
@@ -119,7 +129,7 @@ class ClassifierConfig:
     lr_factor: float = opt(0.1, "learning-rate reduction factor", range=(0.0, 1.0))
     shift: float = opt(0.1, "augmentation: width/height shift fraction", range=(0.0, 1.0))
     flip: bool = opt(True, "augmentation: random horizontal flip")
-    workers: int = opt(2, "data-loading workers (0 or 1 = load in the training process)", effect="none")
+    workers: int = opt(2, "data-loading workers (0 = one per CPU core, as everywhere; 1 = load in the training process)", effect="none")
     loader: Literal["auto", "threads", "processes"] = opt(
         "auto", "data-loading workers: threads, processes, or auto (processes on TensorFlow, threads on JAX, which must not be forked)",
         effect="none")
@@ -144,6 +154,8 @@ class GanConfig:
     channel_max: int = opt(512, "custom widths: maximum channels")
     z_dim: int = opt(512, "latent size (z and w)")
     mapping_layers: int = opt(8, "mapping-network depth")
+    conditional: bool = opt(False, "one generator and one discriminator for both classes, conditioned on the "
+                            "class label as in StyleGAN2-ADA (false: one unconditional GAN per class)")
     kimg: float = opt(10000.0, "training length in thousands of real images shown", effect="resume", range=(0.0, None))
     batch_size: int = opt(32, "global minibatch")
     gamma: float = opt(100.0, "R1 weight (the seed's runs: 100)", range=(0.0, None))
@@ -199,6 +211,27 @@ class SelectConfig:
 
 
 @dataclass
+class AuditConfig:
+    """The memorization audit (after stage 4): how close generated images come to training images."""
+    enabled: bool = opt(True, "run the audit, a stage of busgan run after select")
+    policy: Literal["report", "exclude"] = opt(
+        "report", "near-copies of training images: report them, or also exclude them from the "
+        "selected images the synthetic arms train on")
+    threshold_quantile: float = opt(
+        0.0, "a near-copy is closer to its nearest training image, in pixels or in the classifier's "
+        "features, than this quantile of the real-vs-real nearest distances (0 = the smallest: "
+        "closer than any validation image came to a training image)", range=(0.0, 1.0))
+    threshold_scale: float = opt(1.0, "multiply that real-vs-real distance by this (below 1: only images "
+                                      "well inside what real pairs reach are near-copies)", range=(0.0, None))
+    phash_bits: int = opt(-1, "also a near-copy: within this perceptual-hash Hamming distance of a "
+                              "training image (-1 = data.near_duplicate_bits, as prepare)", range=(-1, 64))
+    include_all_generated: bool = opt(False, "also audit every generated image, not only the selected "
+                                             "ones (reported; exclusion concerns the selected set)")
+    batch_size: int = opt(256, "images per feature batch and per block of the nearest-neighbour search",
+                          effect="none", range=(1, None))
+
+
+@dataclass
 class SyntheticConfig:
     """Stage 5: the classifier trained on selected synthetic images (cascade rounds)."""
     per_class: int = opt(14000, "selected images per class per round (the paper: 14,000)")
@@ -223,6 +256,9 @@ class ArmsConfig:
     real_plus_synthetic: bool = opt(True, "also train on the real training images plus the selected synthetic ones")
     oracle: bool = opt(True, "phantom data only: also train on freshly simulated phantom images passed "
                              "through the generated images' path (resolution, selection): a perfect generator")
+    efficiency: list[float] = opt([], "the data-efficiency curve: fractions of the real training images (below 1) "
+                                      "to train on, alone and with the selected synthetic images; [] = off",
+                                  range=(0.01, 0.99))
 
 
 @dataclass
@@ -234,6 +270,7 @@ class Config:
     gan: GanConfig = field(default_factory=GanConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     arms: ArmsConfig = field(default_factory=ArmsConfig)
@@ -287,6 +324,13 @@ def _check_value(key: str, tp: Any, value: Any) -> Any:
             choices = ", ".join(repr(a) for a in typing.get_args(tp))
             raise BusganError(f"config key '{key}': {value!r} is not one of {choices}")
         return value
+    if origin is list:  # e.g. arms.efficiency = [0.25, 0.5], or --set arms.efficiency=0.25,0.5
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise BusganError(f"config key '{key}': expected a list, e.g. [0.25, 0.5], got {value!r}")
+        return [_check_value(key, item, v) for v in value]
     if origin in (dict,):
         if not isinstance(value, dict):
             raise BusganError(f"config key '{key}': expected a table (dict), got {type(value).__name__}")

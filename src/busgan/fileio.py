@@ -6,6 +6,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -118,9 +119,60 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+NONFINITE_NOTE = "_nonfinite"
+"""The key under which ``strict_json`` notes the values it replaced by null (top-level dicts)."""
+
+
+def _key(k: Any) -> str:
+    """A dict key as ``json.dumps`` would write it (so sorting never compares int with str)."""
+    if isinstance(k, str):
+        return k
+    if k is None or isinstance(k, (bool, int, float)):
+        return json.dumps(k)
+    return str(k)
+
+
+def _strict(obj: Any, pointer: str, notes: dict[str, str]) -> Any:
+    """``obj`` with NaN/inf as None (their JSON pointers noted), NumPy values as Python ones."""
+    if isinstance(obj, dict):
+        return {_key(k): _strict(v, f"{pointer}/{_key(k)}", notes) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v, f"{pointer}/{i}", notes) for i, v in enumerate(obj)]
+    if type(obj).__module__ == "numpy":  # scalars and arrays, without importing NumPy here
+        obj = obj.tolist() if hasattr(obj, "tolist") else obj
+        if isinstance(obj, list):
+            return _strict(obj, pointer, notes)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        notes[pointer or "/"] = "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+        return None
+    if obj is None or isinstance(obj, (str, bool, int, float)):
+        return obj
+    return str(obj)  # paths, dates, enums ...: their text, as before
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` made writable as strict JSON (RFC 8259), which every parser reads.
+
+    NaN and infinities (which ``json.dumps`` writes as the non-standard ``NaN``/``Infinity``)
+    become null; in a top-level dict, ``_nonfinite`` then maps each such value's JSON pointer
+    to what it was (e.g. ``{"/auc": "NaN"}``), so a reader can tell "not a number" from
+    "absent". NumPy scalars and arrays become numbers and lists, other objects their text.
+    """
+    notes: dict[str, str] = {}
+    clean = _strict(obj, "", notes)
+    if notes and isinstance(clean, dict):
+        clean[NONFINITE_NOTE] = dict(sorted(notes.items()))
+    return clean
+
+
+def dumps_json(obj: Any, indent: int | None = 2) -> str:
+    """``obj`` as strict JSON text (see ``strict_json``), keys sorted: what busgan writes."""
+    return json.dumps(strict_json(obj), indent=indent, sort_keys=True, allow_nan=False)
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Write ``obj`` as indented strict JSON (NaN/inf as null, see ``strict_json``), atomically."""
+    atomic_write_text(path, dumps_json(obj) + "\n")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -5,10 +5,13 @@
     stylegan2/{benign,malignant}/               one GAN per class (snapshots, fid.csv, best.json)
     sgan_out/{benign,malignant}/                generated images
     selected/{benign,malignant}/                generated images the real classifier accepted
+    audit/                                      the memorization audit: distances, plots,
+                                                excluded.csv (near-copies kept out of the arms)
     oracle/{phantom,generated,selected}/        the oracle arm's fresh phantom images, on the
                                                 generated images' path
     arms/ARM/repK/model.keras                   every arm's classifier, replicate K (1-based)
     evaluation/ARM/repK/predictions.csv         its predictions on data/test (stage test)
+    efficiency/fF/{real,real+synthetic}/repK/   the data-efficiency curve's classifiers (fraction F)
     stats/                                      the verdict (stats.json, stats.md, figures)
     records/STAGE.json                          what each finished stage used and wrote
 """
@@ -23,7 +26,13 @@ REAL = "real"
 GANS = "stylegan2"
 GENERATED = "sgan_out"
 SELECTED = "selected"
+AUDIT = "audit"
+EXCLUDED_FILE = "excluded.csv"
+EXCLUDED_COLUMNS = ("file", "class", "reasons")
+"""audit/excluded.csv (stage audit): selected images (file = CLASS/NAME, relative to selected/)
+the synthetic arms must not train on; only a header unless audit.policy is "exclude"."""
 ORACLE = "oracle"
+EFFICIENCY = "efficiency"
 ARMS = "arms"
 EVALUATION = "evaluation"
 STATS = "stats"
@@ -66,3 +75,7 @@ def arm_test_dir(work: Path, arm: str, k: int) -> Path:
 
 def arm_predictions(work: Path, arm: str, k: int) -> Path:
     return arm_test_dir(work, arm, k) / PREDICTIONS_FILE
+
+
+def audit_excluded(work: Path) -> Path:
+    return Path(work) / AUDIT / EXCLUDED_FILE

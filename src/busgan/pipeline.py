@@ -81,36 +81,51 @@ def class_gan_config(gan: GanConfig, cls: str) -> GanConfig:
     return dataclasses.replace(gan, seed=derived)
 
 
+def resolution_mismatch(cfg: Config) -> str | None:
+    """A warning when real images are prepared at another size than the GAN generates: the
+    arms trained on generated (or oracle) images then see other images than they are tested on."""
+    if cfg.data.size == cfg.gan.resolution:
+        return None
+    return (f"data.size = {cfg.data.size} but gan.resolution = {cfg.gan.resolution}: generated "
+            f"images are resized to the classifier's input, real ones are not, so the synthetic "
+            f"and oracle arms train on images unlike the test images (the paper uses one size for "
+            f"both); set data.size = {cfg.gan.resolution} for a like-for-like comparison")
+
+
 def _train_gans(ctx: Context) -> dict[str, Any]:
     from busgan.stylegan2.training import train_gan
+    warning = resolution_mismatch(ctx.cfg)
+    if warning:
+        print(f"[busgan run] warning: {warning}", flush=True)
     feature_model = layout.real_model(ctx.work)
     best: dict[str, Any] = {}
     for cls in CLASSES:
         snapshot = train_gan(layout.data_split(ctx.work, "train") / cls, ctx.work / layout.GANS / cls,
                              class_gan_config(ctx.cfg.gan, cls), resume=True,
-                             feature_model=feature_model)
+                             feature_model=feature_model,
+                             floor_dir=layout.data_split(ctx.work, "val") / cls)
         best[cls] = str(Path(snapshot).relative_to(ctx.work))
     return {"best_snapshots": best}
 
 
 def _generate(ctx: Context) -> dict[str, Any]:
-    """Generate ``n_per_class`` images per class; with ``generate.max_per_class`` go on in
-    chunks, scoring each with the real classifier, until each class has the accepted images
-    the synthetic arm needs (``per_class x rounds``) or reaches the cap."""
-    from busgan.classifier.select import select_images
-    from busgan.stylegan2.generate import generate_images
-    g, syn = ctx.cfg.generate, ctx.cfg.synthetic
+    """Generate and select in one pass (``generate_select``: every image scored in memory, the
+    accepted ones written to sgan_out/, the selection to selected/): ``n_per_class`` images per
+    class; with ``generate.max_per_class`` go on in chunks until each class has the accepted
+    images the synthetic arm needs (``per_class x rounds``) or reaches the cap."""
+    from busgan.generate_select import generate_and_select
+    w, g, syn = ctx.work, ctx.cfg.generate, ctx.cfg.synthetic
     quota, cap = syn.per_class * syn.rounds, max(g.max_per_class, g.n_per_class)
     wanted = {cls: g.n_per_class for cls in CLASSES}
     while True:
-        for cls in CLASSES:
-            generate_images(ctx.work / layout.GANS / cls, ctx.work / layout.GENERATED / cls,
-                            range(1, wanted[cls] + 1), g.truncation, g.batch_size, g.format)
+        summary = generate_and_select(
+            layout.real_model(w), {c: w / layout.GANS / c for c in CLASSES},
+            {c: w / layout.GENERATED / c for c in CLASSES}, w / layout.SELECTED,
+            {c: range(1, wanted[c] + 1) for c in CLASSES}, g.truncation, g.batch_size, g.format,
+            ctx.cfg.select)
         if cap == g.n_per_class:
             return {"generated": wanted, "quota": quota, "cap": cap, "independence": _independence(ctx)}
-        accepted = {c: v["accepted"] for c, v in select_images(
-            layout.real_model(ctx.work), ctx.work / layout.GENERATED, ctx.work / layout.SELECTED,
-            ctx.cfg.select).items()}
+        accepted = {c: v["accepted"] for c, v in summary.items()}
         short = {c: n for c, n in wanted.items() if accepted.get(c, 0) < quota and n < cap}
         if not short:
             return {"generated": wanted, "accepted": accepted, "quota": quota, "cap": cap,
@@ -136,8 +151,16 @@ def _independence(ctx: Context) -> dict[str, Any]:
 
 def _select(ctx: Context) -> dict[str, Any]:
     from busgan.classifier.select import select_images
-    return select_images(layout.real_model(ctx.work), ctx.work / layout.GENERATED,
-                         ctx.work / layout.SELECTED, ctx.cfg.select)
+    from busgan.generate_select import finish_selection, is_fused
+    model, selected = layout.real_model(ctx.work), ctx.work / layout.SELECTED
+    if is_fused(selected):  # the generate stage scored every image: only the rule is applied
+        return finish_selection(model, selected, ctx.cfg.select)
+    return select_images(model, ctx.work / layout.GENERATED, selected, ctx.cfg.select)
+
+
+def _audit(ctx: Context) -> dict[str, Any]:
+    from busgan.audit import audit_work
+    return audit_work(ctx.cfg, ctx.work)
 
 
 def _arm_stage(fn_name: str) -> Callable[[Context], dict[str, Any]]:
@@ -146,6 +169,11 @@ def _arm_stage(fn_name: str) -> Callable[[Context], dict[str, Any]]:
         from busgan import arms
         return getattr(arms, fn_name)(ctx.cfg, ctx.work, ctx.key)
     return run
+
+
+def _efficiency(ctx: Context) -> dict[str, Any]:
+    from busgan.efficiency import data_efficiency
+    return data_efficiency(ctx.cfg, ctx.work, ctx.key)
 
 
 def _compare(ctx: Context) -> dict[str, Any]:
@@ -191,13 +219,18 @@ STAGES: tuple[Stage, ...] = (
           _generate, _files(layout.GENERATED), paper="1-2", alias=3),
     Stage("select", "selection by the real model", ("select",), ("train-real", "generate"),
           _select, _files(layout.SELECTED), paper="1-3", alias=4),
+    # Its output is the exclusion list alone (a header unless audit.policy = "exclude"), so a
+    # rerun of the audit under "report" leaves the arms that depend on it alone.
+    Stage("audit", "memorization audit: generated images against the training images",
+          ("audit", "data.near_duplicate_bits"), ("prepare", "train-real", "generate", "select"), _audit,
+          _files(f"{layout.AUDIT}/{layout.EXCLUDED_FILE}"), enabled=lambda cfg: cfg.audit.enabled),
     Stage("arm-synthetic", "classifier on synthetic images, each replicate", _ARM_KEYS,
-          ("prepare", "select"), _arm_stage("train_synthetic_arm"), _files(f"{layout.ARMS}/{layout.SYNTHETIC_ARM}"),
+          ("prepare", "select", "audit"), _arm_stage("train_synthetic_arm"), _files(f"{layout.ARMS}/{layout.SYNTHETIC_ARM}"),
           paper="1-4", alias=5),
     Stage("arm-real", "classifier on real images, each replicate", _ARM_KEYS, ("prepare", "train-real"),
           _arm_stage("train_real_arm"), _files(f"{layout.ARMS}/{layout.REAL_ARM}")),
     Stage("arm-real+synthetic", "classifier on real plus synthetic images, each replicate", _ARM_KEYS,
-          ("prepare", "select"), _arm_stage("train_combined_arm"), _files(f"{layout.ARMS}/{layout.COMBINED_ARM}"),
+          ("prepare", "select", "audit"), _arm_stage("train_combined_arm"), _files(f"{layout.ARMS}/{layout.COMBINED_ARM}"),
           enabled=lambda cfg: cfg.arms.real_plus_synthetic),
     Stage("oracle-images", "fresh phantom images on the generated images' path",
           ("phantom", "data", "select", "gan.resolution", "gan.channels", "generate.n_per_class"),
@@ -206,9 +239,13 @@ STAGES: tuple[Stage, ...] = (
     Stage("arm-oracle", "classifier on the oracle's images, each replicate", _ARM_KEYS,
           ("prepare", "oracle-images"), _arm_stage("train_oracle_arm"), _files(f"{layout.ARMS}/{layout.ORACLE_ARM}"),
           enabled=_oracle_on),
-    Stage("test", "every arm on the real test images", ("compare.replicates", "arms"),
+    Stage("test", "every arm on the real test images",
+          ("compare.replicates", "arms.real_plus_synthetic", "arms.oracle"),
           ("prepare", "arm-real", "arm-synthetic", "arm-real+synthetic", "arm-oracle"),
           _arm_stage("test_arms"), _files(layout.EVALUATION), paper="2", alias=6),
+    Stage("efficiency", "data-efficiency curve: fewer real images, with and without synthetic",
+          (*_ARM_KEYS, "arms.efficiency"), ("prepare", "select", "audit", "test"), _efficiency,
+          _files(f"{layout.EFFICIENCY}/efficiency.csv"), enabled=lambda cfg: bool(cfg.arms.efficiency)),
     Stage("compare", "the pre-specified verdict, and DeLong and McNemar per replicate", ("compare",),
           ("test",), _compare, _files(f"{layout.STATS}/stats.json"), paper="3", alias=7),
 )

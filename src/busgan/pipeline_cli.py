@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
+from busgan.cli import add_command, add_work_option
 from busgan.config import apply_override, load_config
+from busgan.errors import BusganError
 from busgan.pipeline import stage_choices
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser(
-        "run", help="run the whole pipeline, resumable",
+    p = add_command(
+        sub, "run", help="run the whole pipeline, resumable",
         description="Run the pipeline's stages in order. A stage whose record matches the "
                     "config and its inputs is skipped, so the same command continues after a "
-                    "crash or Ctrl-C. Writes report.md and report.html in the work directory.")
-    p.add_argument("config", metavar="CONFIG", help="TOML config, e.g. configs/demo.toml")
-    p.add_argument("--work", required=True, metavar="DIR", help="work directory (created)")
+                    "crash or Ctrl-C. Writes report.md and report.html in the work directory.",
+        example=["busgan run configs/demo.toml --work runs/demo",
+                 "busgan run --config configs/paper.toml --work runs/busi --until train-gan -q"])
+    p.add_argument("config", metavar="CONFIG", nargs="?", help="TOML config, e.g. configs/demo.toml")
+    p.add_argument("--config", dest="config_option", metavar="TOML",
+                   help="the same as CONFIG, as in every other command")
+    add_work_option(p, "work directory (created)")
     p.add_argument("--only", metavar="STAGE",
                    help=f"run this stage only, by name or paper number: {stage_choices()}")
     p.add_argument("--until", metavar="STAGE", help="run the stages up to and including STAGE")
@@ -27,10 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("KERAS_BACKEND", "jax")
     from busgan.pipeline import run_pipeline
 
-    cfg = load_config(args.config)
+    given = [c for c in (args.config, args.config_option) if c]
+    if not given:
+        raise BusganError("give a config file, e.g. busgan run configs/demo.toml "
+                          "--work runs/demo (or --config configs/demo.toml)")
+    if len(given) == 2 and Path(given[0]) != Path(given[1]):
+        raise BusganError(f"two config files ({given[0]} and --config {given[1]}); give one")
+    cfg = load_config(given[0])
     for assignment in args.set:
         apply_override(cfg, assignment)
     run_pipeline(cfg, Path(args.work), only=args.only, until=args.until)

@@ -2,7 +2,9 @@
 
 A record holds the hash of the config keys that decide the stage's result, the hash of its
 inputs (its upstream stages' output hashes), the hash of its own outputs, a summary, the
-software versions and timings. The pipeline writes them; the report only reads them.
+software versions and timings. The pipeline writes them; the report only reads them. They are
+strict JSON (``fileio.write_json``: a NaN in a summary is written as null and noted under
+``_nonfinite``), so any JSON parser reads them.
 """
 
 from __future__ import annotations

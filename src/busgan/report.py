@@ -204,6 +204,11 @@ def build_document(cfg: Config, work: Path) -> Document:
     if sel:
         doc.pre(_pretty(sel))
 
+    from busgan.audit import add_report_section
+    add_report_section(doc, work)  # the memorization audit, when it ran
+    from busgan.efficiency import add_report_section as add_efficiency_section
+    add_efficiency_section(doc, work)  # the data-efficiency curve, when it ran
+
     doc.h(2, "Time per stage")
     doc.table(["stage", "seconds"], [[name, rec.get("seconds", "-")] for name, rec in records.items()])
     doc.p(f"Total: {sum(float(r.get('seconds', 0)) for r in records.values()):.0f} s "
@@ -245,8 +250,11 @@ def _usage_rows(cfg: Config, work: Path, records: dict[str, dict[str, Any]]) -> 
     for cls in CLASSES:
         rows.append([f"validation of every classifier (real images): val/{cls}",
                      _count_images(data / "val" / cls)])
-    for cls in CLASSES:
-        rows.append([f"generated {cls}", _count_images(work / layout.GENERATED / cls)])
+    selection = records.get("select", {}).get("summary", {})
+    for cls in CLASSES:  # scored, not on disk: only accepted images (and a sample) are written
+        generated = (selection.get(cls) or {}).get("generated")
+        rows.append([f"generated {cls} (scored by the real classifier)",
+                     generated if generated is not None else _count_images(work / layout.GENERATED / cls)])
     for cls in CLASSES:
         rows.append([f"selected {cls}", _count_images(work / layout.SELECTED / cls)])
     for arm in layout.ARM_NAMES:  # what was trained on, read from each replicate's record

@@ -37,6 +37,8 @@ OUTPUT_PREFIX = "probs__"
 looks for this name too)."""
 TINY = "tiny"
 """A four-convolution CNN for tests and quick demos (not for real results)."""
+SMALL = "small"
+"""A seven-convolution VGG-style CNN for CPU studies at 32-64 px (stable where 'tiny' is not)."""
 
 
 def output_layer_name(classes: tuple[str, ...] = CLASSES) -> str:
@@ -53,13 +55,32 @@ def _tiny_backbone(inputs: keras.KerasTensor, x: keras.KerasTensor) -> keras.Mod
     return keras.Model(inputs, x, name="tiny")
 
 
+def _small_backbone(inputs: keras.KerasTensor, x: keras.KerasTensor) -> keras.Model:
+    """Three stages of two 3x3 convolutions (BatchNormalization, ReLU) and a 2x2 max-pool, then
+    one more convolution: full-resolution first layers keep the small lesion details that the
+    'tiny' backbone's stride-2 first convolution throws away at 32 px."""
+    for stage, filters in enumerate((32, 64, 128), start=1):
+        for j in (1, 2):
+            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"small_conv{stage}{j}")(x)
+            x = keras.layers.BatchNormalization(name=f"small_bn{stage}{j}")(x)
+            x = keras.layers.ReLU(name=f"small_relu{stage}{j}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"small_pool{stage}")(x)
+    x = keras.layers.Conv2D(128, 3, padding="same", use_bias=False, name="small_conv4")(x)
+    x = keras.layers.BatchNormalization(name="small_bn4")(x)
+    x = keras.layers.ReLU(name="small_relu4")(x)
+    return keras.Model(inputs, x, name="small")
+
+
+_OWN_BACKBONES = {TINY: _tiny_backbone, SMALL: _small_backbone}
+
+
 def _application(name: str) -> object:
     """The ``keras.applications`` constructor called ``name`` (a clear error otherwise)."""
     ctor = getattr(keras.applications, name, None)
     if ctor is None or not callable(ctor) or name[:1].islower():
         raise BusganError(
             f"classifier.backbone: '{name}' is not a keras.applications model; "
-            f"use e.g. InceptionResNetV2, MobileNetV3Small, or '{TINY}' (tests/demo)")
+            f"use e.g. InceptionResNetV2, MobileNetV3Small, '{SMALL}' (CPU studies) or '{TINY}' (tests)")
     return ctor
 
 
@@ -98,7 +119,7 @@ def _family_affine(name: str) -> Affine:
 
 def preprocessing_affine(cfg: ClassifierConfig) -> Affine:
     """What ``classifier.preprocess`` asks for this backbone, as a channel map of raw pixels."""
-    if cfg.preprocess == "unit" or cfg.backbone == TINY:
+    if cfg.preprocess == "unit" or cfg.backbone in _OWN_BACKBONES:
         return UNIT
     return _family_affine(cfg.backbone)
 
@@ -203,10 +224,10 @@ def build_backbone(cfg: ClassifierConfig) -> keras.Model:
     inputs = keras.Input(shape, name="image")
     preprocess = preprocessing_layer(preprocessing_affine(cfg))
     x = preprocess(inputs)
-    if cfg.backbone == TINY:
-        backbone = _tiny_backbone(inputs, x)
+    if cfg.backbone in _OWN_BACKBONES:
+        backbone = _OWN_BACKBONES[cfg.backbone](inputs, x)
         if weights == "imagenet":
-            raise BusganError(f"classifier.weights: the '{TINY}' backbone has no ImageNet weights; "
+            raise BusganError(f"classifier.weights: the '{cfg.backbone}' backbone has no ImageNet weights; "
                               "use --weights none or a local weights file")
         if weights is not None:
             _load_weights(backbone, Path(weights))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from busgan import CLASSES
 from busgan.classifier.dataset import list_images, scan_classes
@@ -61,14 +62,28 @@ def write_scores(path: Path, rel: list[str], labels: np.ndarray, scores: dict[st
     atomic_write_text(path, buf.getvalue())
 
 
+def accepts(probs: np.ndarray, c: int, cfg: SelectConfig) -> bool:
+    """The paper's rule: class ``c`` predicted (argmax), with at least the minimum probability."""
+    return int(np.argmax(probs)) == c and probs[c] >= cfg.min_probability
+
+
+def classifier_input(image: np.ndarray, size: int) -> np.ndarray:
+    """A uint8 image (H, W, 1 or 3) as the file loader gives it after decoding its PNG:
+    RGB, Pillow's bilinear resize to ``size``, float32 0-255 (``dataset.load_image``), so an
+    image scored in memory gets the very inputs, bit for bit, it would get from its file."""
+    im = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).convert("RGB")
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.BILINEAR)
+    return np.asarray(im, dtype=np.float32)
+
+
 def choose(rel: list[str], labels: np.ndarray, scores: dict[str, np.ndarray], cfg: SelectConfig
            ) -> dict[int, list[int]]:
     """Indices kept per class: own class predicted, probability >= minimum, at most N."""
     rng = np.random.default_rng(cfg.seed)
     kept: dict[int, list[int]] = {}
     for c in range(len(CLASSES)):
-        idx = [i for i in np.flatnonzero(labels == c)
-               if int(np.argmax(scores[rel[i]])) == c and scores[rel[i]][c] >= cfg.min_probability]
+        idx = [i for i in np.flatnonzero(labels == c) if accepts(scores[rel[i]], c, cfg)]
         if cfg.max_per_class > 0 and len(idx) > cfg.max_per_class:
             if cfg.keep == "top":
                 idx = sorted(idx, key=lambda i: (-scores[rel[i]][c], rel[i]))[:cfg.max_per_class]
@@ -161,28 +176,36 @@ def select_images(model_path: Path, generated_dir: Path, out_dir: Path, cfg: Sel
             write_scores(scores_path, rel, labels, scores)
             bar.update(len(chunk))
         bar.close()
+    summary = apply_rule(rel, labels, scores, files, out_dir, cfg, written)
+    write_json(record_path, {"stage": "select", "model": str(model_path), "model_sha256": model_hash,
+                             "generated_dir": str(generated_dir), "config": vars(cfg).copy(),
+                             "classes": summary})
+    return summary
+
+
+def apply_rule(rel: list[str], labels: np.ndarray, scores: dict[str, np.ndarray], sources: list[Path],
+               out_dir: Path, cfg: SelectConfig, written: set[str]) -> dict[str, Any]:
+    """Keep by the rule: place the kept ``sources`` in ``out_dir/<class>/``, remove the images an
+    earlier selection wrote (``written``) that are no longer kept, write scores.csv with the kept
+    flags; return generated / accepted / kept counts and rates per class."""
     kept = choose(rel, labels, scores, cfg)
     summary: dict[str, Any] = {}
     for c, name in enumerate(CLASSES):
         n = int((labels == c).sum())
-        accepted = sum(1 for i in np.flatnonzero(labels == c) if int(np.argmax(scores[rel[i]])) == c
-                       and scores[rel[i]][c] >= cfg.min_probability)
+        accepted = sum(1 for i in np.flatnonzero(labels == c) if accepts(scores[rel[i]], c, cfg))
         if n == 0:
             continue
         dest = out_dir / name
         dest.mkdir(parents=True, exist_ok=True)
-        wanted = {files[i].name for i in kept[c]}
+        wanted = {sources[i].name for i in kept[c]}
         for stale in list_images(dest):  # only images an earlier selection recorded writing
             if stale.name not in wanted and f"{name}/{stale.name}" in written:
                 stale.unlink()
         for i in progress(kept[c], desc=f"writing {name}", unit="img"):
-            place(files[i], dest / files[i].name, cfg.link)
+            place(sources[i], dest / sources[i].name, cfg.link)
         summary[name] = {"generated": n, "accepted": accepted, "kept": len(kept[c]),
                          "acceptance_rate": accepted / n}
         log.info("%s: %d generated, %d accepted (%.1f%%), %d kept in %s",
                  name, n, accepted, 100 * accepted / n, len(kept[c]), dest)
-    write_scores(scores_path, rel, labels, scores, {rel[i] for idx in kept.values() for i in idx})
-    write_json(record_path, {"stage": "select", "model": str(model_path), "model_sha256": model_hash,
-                             "generated_dir": str(generated_dir), "config": vars(cfg).copy(),
-                             "classes": summary})
+    write_scores(out_dir / "scores.csv", rel, labels, scores, {rel[i] for idx in kept.values() for i in idx})
     return summary

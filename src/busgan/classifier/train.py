@@ -88,7 +88,8 @@ def make_datasets(train_dir: Path, val_dir: Path | None, cfg: ClassifierConfig,
         files, labels = [files[i] for i in tr], labels[tr]
     else:
         vfiles, vlabels = scan_classes(val_dir)
-    common = dict(size=cfg.input_size, batch_size=cfg.batch_size, workers=cfg.workers,
+    from busgan.data.parallel import worker_count
+    common = dict(size=cfg.input_size, batch_size=cfg.batch_size, workers=worker_count(cfg.workers),
                   use_multiprocessing=use_processes(cfg.loader))
     train = ImageFolderDataset(files, labels, shuffle=True, shift=cfg.shift, flip=cfg.flip,
                                seed=cfg.seed, **common)  # type: ignore[arg-type]
@@ -99,9 +100,10 @@ def make_datasets(train_dir: Path, val_dir: Path | None, cfg: ClassifierConfig,
 
 
 def compile_model(model: keras.Model, cfg: ClassifierConfig) -> None:
-    """A fresh Adam each time (the paper's cascade rounds restarted the optimizer)."""
+    """A fresh Adam each time (the paper's cascade rounds restarted the optimizer). Named, so
+    that the saved file does not depend on how many optimizers the process made before."""
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate, name="adam"),
         loss=keras.losses.CategoricalCrossentropy(),
         metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASSES))],
         jit_compile=cfg.jit,

@@ -1,21 +1,27 @@
-"""Find the labelled images of a source folder: folder per class, BUSI, or the seed's Train/Test tree.
+"""Find the labelled images of a source folder: folder per class, BUSI, the seed's Train/Test
+tree, or BUS-BRA (``Images/`` + ``bus_data.csv``, see ``busbra.py``).
 
 Class folders are recognised by name, case-insensitively and ignoring spaces, '_' and '-':
 ``benign``/``BreastBenign``/``0`` and ``malignant``/``malignancy``/``BreastMalignancy``/``1``;
 ``data.class_map`` maps any other name to 'benign', 'malignant' or 'ignore'. Images inside a
-subfolder of a class folder carry that subfolder's name as their patient id.
+subfolder of a class folder carry that subfolder's name as their patient id. Class folders may
+hold DICOM files too (``dicom.py``): their patient is the header's PatientID, pseudonymised.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from busgan import CLASSES
+from busgan.data import busbra
+from busgan.data.dicom import DicomReport, Pseudonymiser, is_dicom_name, read_header
 from busgan.data.images import is_image_name, is_mask_name
-from busgan.errors import BusganError
+from busgan.errors import BusganError, shown
 
 KNOWN_NAMES: dict[str, str] = {
     "benign": "benign", "breastbenign": "benign", "0": "benign",
@@ -32,8 +38,23 @@ class Item:
     path: Path
     rel: str            # path relative to the source root, '/'-separated
     cls: str            # 'benign' or 'malignant'
-    patient: str = ""   # patient id when known
+    patient: str = ""   # patient id when known (DICOM: pseudonymised)
     split: str = ""     # a split fixed by the source layout ('train' / 'test'), else ''
+    name: str = ""      # stem for the output name ('' = from the path inside the class folder)
+    dicom: bool = False
+    frame: int | None = None  # the frame of a multi-frame DICOM file split into images
+    group: str = ""     # images that must share a split without being a patient (a clip's frames)
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """The ``[data]`` keys that decide what an import finds beyond layout and class map."""
+    folds_csv: str = ""           # BUS-BRA partition CSV ('' = none)
+    fold_column: str = "kFold"
+    test_fold: int = 1
+    dicom_frames: str = "refuse"  # multi-frame DICOM: 'refuse', 'split' or 'skip'
+    patient_salt: str = ""        # '' = the one in salt_file (made on first use)
+    salt_file: Path | None = None
 
 
 @dataclass
@@ -46,6 +67,9 @@ class Found:
     skipped: list[str] = field(default_factory=list)     # non-image files (relative paths)
     excluded: dict[str, int] = field(default_factory=dict)  # folder -> images not imported
     links: list[str] = field(default_factory=list)       # symbolic links not followed: 'rel (why)'
+    inputs: list[Path] = field(default_factory=list)     # metadata files read (label CSVs)
+    notes: dict[str, Any] = field(default_factory=dict)  # per-format reports ('busbra', 'dicom')
+    identity: str = ""                                   # what else decides the items (salt hash)
 
 
 def _key(name: str) -> str:
@@ -76,7 +100,10 @@ def _check_map(class_map: Mapping[str, str]) -> None:
 
 
 def detect_layout(root: Path) -> str:
-    """'seed' (Train/Test folders), 'busi' (mask files or a 'normal' folder) or 'folders'."""
+    """'busbra' (bus_data.csv), 'seed' (Train/Test folders), 'busi' (mask files or a 'normal'
+    folder) or 'folders'."""
+    if busbra.is_busbra(root):
+        return "busbra"
     dirs = _visible_dirs(root)
     names = {_key(d.name) for d in dirs}
     if {SPLIT_NAMES.get(n) for n in names} >= {"train", "test"}:
@@ -98,9 +125,9 @@ def resolve_root(source: str | Path) -> Path:
     if not root.is_dir():
         raise BusganError(f"{root}: is a file, not a folder; give --source the folder that holds the class folders")
     dirs = _visible_dirs(root)
-    has_images = any(is_image_name(p) for p in root.iterdir() if p.is_file())
+    has_images = any(is_image_name(p) or is_dicom_name(p) for p in root.iterdir() if p.is_file())
     if len(dirs) == 1 and not has_images and class_of(dirs[0].name, {}, "busi") is None \
-            and _key(dirs[0].name) not in SPLIT_NAMES:
+            and _key(dirs[0].name) not in SPLIT_NAMES and not busbra.is_busbra(root):
         return dirs[0]
     return root
 
@@ -127,7 +154,43 @@ def link_problem(path: Path) -> str | None:
     return None if target.is_file() else "link to something that is not a file"
 
 
-def _scan_class(folder: Path, root: Path, cls: str, split: str, found: Found, busi: bool) -> int:
+@dataclass
+class _Dicom:
+    """DICOM handling during one scan: pseudonyms, the multi-frame policy, the report."""
+    frames: str
+    pseudonym: Pseudonymiser
+    report: DicomReport = field(default_factory=DicomReport)
+
+
+def _add_dicom(p: Path, rel: str, inner: tuple[str, ...], item: Item, found: Found, dcm: _Dicom) -> int:
+    """Add the image(s) of one DICOM file (``item`` as a plain image would be); return how many."""
+    header = read_header(p)
+    if header is not None and not header.is_image:  # DICOMDIR-like records, reports: no pixels
+        found.skipped.append(rel)
+        return 0
+    if header is not None and header.patient_key:  # the header's patient, never stored in clear
+        item = dataclasses.replace(item, patient=dcm.pseudonym(header.patient_key))
+    item = dataclasses.replace(item, dicom=True)
+    frames = header.frames if header is not None else 1
+    if frames == 1:
+        items = [item]
+    elif dcm.frames == "split":
+        stem = "_".join([*inner[:-1], p.stem])
+        items = [dataclasses.replace(item, frame=i, name=f"{stem}_f{i + 1:03d}", group=f"dicom:{rel}")
+                 for i in range(frames)]
+    elif dcm.frames == "skip":
+        dcm.report.skipped_multi_frame.append(rel)
+        items = []
+    else:
+        raise BusganError(f"{shown(p)}: multi-frame DICOM ({frames} frames, a cine clip?); set "
+                          "data.dicom_frames to 'split' (every frame an image, all in one split) or "
+                          "'skip', or export a single frame")
+    dcm.report.add(rel, header, len(items))
+    found.items.extend(items)
+    return len(items)
+
+
+def _scan_class(folder: Path, root: Path, cls: str, split: str, found: Found, busi: bool, dcm: _Dicom) -> int:
     """Add the images under one class folder; return how many."""
     n = 0
     for p in sorted(folder.rglob("*")):
@@ -140,24 +203,30 @@ def _scan_class(folder: Path, root: Path, cls: str, split: str, found: Found, bu
             continue
         if not p.is_file():
             continue
-        if not is_image_name(p):
-            found.skipped.append(rel)
-            continue
-        if is_mask_name(p):
-            found.masks += 1
-            continue
         inner = p.relative_to(folder).parts
         patient = "/".join(inner[:-1]) if len(inner) > 1 and not busi else ""
-        found.items.append(Item(p, rel, cls, patient, split))
-        n += 1
+        if is_image_name(p):
+            if is_mask_name(p):
+                found.masks += 1
+                continue
+            found.items.append(Item(p, rel, cls, patient, split))
+            n += 1
+        elif is_dicom_name(p):
+            n += _add_dicom(p, rel, inner, Item(p, rel, cls, patient, split), found, dcm)
+        else:
+            found.skipped.append(rel)
     return n
 
 
+def _is_picture(p: Path) -> bool:
+    return p.is_file() and ((is_image_name(p) and not is_mask_name(p)) or is_dicom_name(p))
+
+
 def _scan_classes(base: Path, root: Path, class_map: Mapping[str, str], layout: str,
-                  split: str, found: Found) -> None:
+                  split: str, found: Found, dcm: _Dicom) -> None:
     dirs = _visible_dirs(base)
     if not dirs:
-        loose = any(is_image_name(p) for p in base.iterdir() if p.is_file())
+        loose = any(_is_picture(p) for p in base.iterdir())
         what = "images but no class folders" if loose else "no class folders"
         raise BusganError(f"{base}: {what}; put the images in benign/ and malignant/ subfolders")
     seen: dict[str, list[Path]] = {c: [] for c in CLASSES}
@@ -173,10 +242,9 @@ def _scan_classes(base: Path, root: Path, class_map: Mapping[str, str], layout: 
                 f"BreastMalignancy, 0, 1) or map it: --set 'data.class_map={{\"{d.name}\"=\"benign\"}}' "
                 "(or \"malignant\", \"ignore\")")
         if cls == IGNORE:
-            found.excluded[d.relative_to(root).as_posix()] = sum(
-                1 for p in d.rglob("*") if p.is_file() and is_image_name(p) and not is_mask_name(p))
+            found.excluded[d.relative_to(root).as_posix()] = sum(1 for p in d.rglob("*") if _is_picture(p))
             continue
-        if _scan_class(d, root, cls, split, found, layout == "busi") == 0:
+        if _scan_class(d, root, cls, split, found, layout == "busi", dcm) == 0:
             raise BusganError(f"{d}: class folder has no images; add images or remove the folder")
         seen[cls].append(d)
     for cls, folders in seen.items():
@@ -185,14 +253,25 @@ def _scan_classes(base: Path, root: Path, class_map: Mapping[str, str], layout: 
                               "or map an existing folder with data.class_map")
 
 
-def find_images(source: str | Path, layout: str = "auto", class_map: Mapping[str, str] | None = None) -> Found:
+FRAME_POLICIES = ("refuse", "split", "skip")
+
+
+def find_images(source: str | Path, layout: str = "auto", class_map: Mapping[str, str] | None = None,
+                options: ImportOptions | None = None) -> Found:
     """Every labelled image of ``source``, in a deterministic order, with what was skipped."""
     class_map = dict(class_map or {})
+    opts = options or ImportOptions()
     _check_map(class_map)
+    if opts.dicom_frames not in FRAME_POLICIES:
+        raise BusganError(f"data.dicom_frames: {opts.dicom_frames!r}; use one of {', '.join(FRAME_POLICIES)}")
     root = resolve_root(source)
     if layout == "auto":
         layout = detect_layout(root)
+    if opts.folds_csv and layout != "busbra":
+        raise BusganError(f"data.folds_csv: a partition file is read only for the BUS-BRA layout (this source "
+                          f"is '{layout}'); clear data.folds_csv or point --source at a BUS-BRA folder")
     found = Found(root, layout)
+    dcm = _Dicom(opts.dicom_frames, Pseudonymiser(opts.patient_salt, opts.salt_file))
     if layout == "seed":
         splits = {SPLIT_NAMES.get(_key(d.name)): d for d in _visible_dirs(root)}
         for want in ("train", "test"):
@@ -200,9 +279,15 @@ def find_images(source: str | Path, layout: str = "auto", class_map: Mapping[str
                 raise BusganError(f"{root}: no {want.capitalize()} folder for the seed layout; "
                                   "add it or use --layout folders")
         for split in ("train", "test"):
-            _scan_classes(splits[split], root, class_map, layout, split, found)
+            _scan_classes(splits[split], root, class_map, layout, split, found, dcm)
     elif layout in ("folders", "busi"):
-        _scan_classes(root, root, class_map, layout, "", found)
+        _scan_classes(root, root, class_map, layout, "", found, dcm)
+    elif layout == "busbra":
+        folds = (opts.folds_csv, opts.fold_column, opts.test_fold) if opts.folds_csv else None
+        busbra.scan(root, class_map, folds, found)
     else:
-        raise BusganError(f"data.layout: unknown layout {layout!r}; use auto, folders, busi or seed")
+        raise BusganError(f"data.layout: unknown layout {layout!r}; use auto, folders, busi, seed or busbra")
+    if dcm.report.files:
+        found.notes["dicom"] = dataclasses.asdict(dcm.report)
+        found.identity = dcm.pseudonym.identity()
     return found

@@ -9,7 +9,9 @@ partly compensated by time-gain control, and log-compressed to 8 bits.
 Every image is a pure function of ``(seed, class, index)``: its lesion parameters come from
 one random stream and its rendering from another, so the ground truth can be sampled without
 rendering (:func:`sample_lesion`) and no image depends on how many are made or by how many
-workers.
+workers. The speckle (the random scatterers) can be drawn from a third stream instead
+(``speckle_seed``): the same lesion and anatomy under a new speckle pattern, the closest a
+different scan of the same patient comes, which the memorization audit's tests plant.
 """
 
 from __future__ import annotations
@@ -59,6 +61,14 @@ def _streams(seed: int, label: int, index: int) -> tuple[np.random.Generator, np
     """Independent generators for the lesion parameters and the rendering of one image."""
     params, render = np.random.SeedSequence([seed, label, index, 0x6275]).spawn(2)
     return np.random.default_rng(params), np.random.default_rng(render)
+
+
+def speckle_stream(seed: int, label: int, index: int, speckle_seed: int) -> np.random.Generator:
+    """The generator of a new speckle pattern ``speckle_seed`` for image ``(seed, label, index)``."""
+    if speckle_seed < 0:
+        raise BusganError(f"speckle seed {speckle_seed}: use 0 or more")
+    # 0x73706b ("spk") keeps these apart from the parameter and rendering streams above
+    return np.random.default_rng(np.random.SeedSequence([seed, label, index, 0x73706B, speckle_seed]))
 
 
 def sample_lesion(seed: int, label: int, index: int) -> dict[str, float]:
@@ -253,10 +263,15 @@ MIN_RENDER = 128
 few pixels per speckle grain the texture would otherwise swamp the anatomy."""
 
 
-def render(lesion: dict[str, float], rng: np.random.Generator, size: int) -> np.ndarray:
-    """Render one 8-bit B-mode image of the breast with the given lesion."""
+def render(lesion: dict[str, float], rng: np.random.Generator, size: int,
+           speckle: np.random.Generator | None = None) -> np.ndarray:
+    """Render one 8-bit B-mode image of the breast with the given lesion.
+
+    ``speckle``: draw the scatterers from this generator instead of ``rng``; the anatomy, the
+    lesion's shape, the gain and the display settings still come from ``rng``, unchanged.
+    """
     if size < MIN_RENDER:
-        big = render(lesion, rng, MIN_RENDER)
+        big = render(lesion, rng, MIN_RENDER, speckle)
         return np.asarray(Image.fromarray(big).resize((size, size), Image.Resampling.LANCZOS))
     s = size
     # Tissue maps, attenuation and gain are smooth on the speckle scale: they are computed at
@@ -277,7 +292,12 @@ def render(lesion: dict[str, float], rng: np.random.Generator, size: int) -> np.
     # Scatterers weighted by echogenicity, PSF convolution in the Fourier domain, envelope
     # detection (magnitude of the analytic signal); two looks are averaged, as spatial
     # compounding does on breast scanners.
-    scat = (rng.random((2, s, s), dtype=np.float32) - 0.5) * amp
+    # ``rng`` always makes this draw, so what it draws afterwards (the display settings) is the
+    # same whichever stream the speckle comes from, and the default images stay as they were.
+    uniform = rng.random((2, s, s), dtype=np.float32)
+    if speckle is not None:
+        uniform = speckle.random((2, s, s), dtype=np.float32)
+    scat = (uniform - 0.5) * amp
     spec = scipy.fft.rfft2(scat, axes=(2, 1)) * _psf_spectrum(s)
     half = scipy.fft.ifft(spec, axis=2)                 # lateral first, on the non-zero half only
     full = np.zeros((2, s, s), np.complex64)
@@ -291,13 +311,19 @@ def render(lesion: dict[str, float], rng: np.random.Generator, size: int) -> np.
     return _GREY_MAP[np.clip(level, 0, 1023).astype(np.int16)]
 
 
-def render_image(seed: int, label: int, index: int, size: int) -> tuple[np.ndarray, dict[str, float]]:
-    """The image and the lesion parameters of ``(seed, label, index)``."""
+def render_image(seed: int, label: int, index: int, size: int, speckle_seed: int | None = None
+                 ) -> tuple[np.ndarray, dict[str, float]]:
+    """The image and the lesion parameters of ``(seed, label, index)``.
+
+    ``speckle_seed`` re-renders that image's lesion and anatomy with a new speckle pattern
+    (None: the image's own speckle, as in the written phantom).
+    """
     if size < 32:
         raise BusganError(f"phantom.size: {size} is too small; use 32 or more")
     p_rng, r_rng = _streams(seed, label, index)
     lesion = _draw_lesion(p_rng, label)
-    return render(lesion, r_rng, size), lesion
+    speckle = None if speckle_seed is None else speckle_stream(seed, label, index, speckle_seed)
+    return render(lesion, r_rng, size, speckle), lesion
 
 
 # --- writing a dataset ----------------------------------------------------------------------

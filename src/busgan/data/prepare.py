@@ -25,7 +25,8 @@ from busgan.config import DataConfig, PhantomConfig, config_hash, result_values
 from busgan.data.duplicates import UnionFind, find_pairs, perceptual_hash, pixel_hash
 from busgan.data.images import load_image, to_color
 from busgan.imaging import fit
-from busgan.data.importers import Found, Item, find_images
+from busgan.data.dicom import SALT_FILE, load_dicom
+from busgan.data.importers import Found, ImportOptions, Item, find_images
 from busgan.data.parallel import imap, worker_count
 from busgan.data.phantom import generate_phantom, phantom_record
 from busgan.data.split import assign_splits
@@ -53,12 +54,13 @@ def _check(cfg: DataConfig) -> None:
         raise BusganError(f"data.near_duplicate_bits: {cfg.near_duplicate_bits}; use 0 (identical perceptual hashes only) or more")
 
 
-def _process(task: tuple[int, Path, Path, DataConfig]) -> dict[str, Any]:
+def _process(task: tuple[int, Item, Path, DataConfig]) -> dict[str, Any]:
     """Read, hash and resize one image into the staging folder (runs in a worker)."""
-    k, path, staging, cfg = task
+    k, item, staging, cfg = task
+    path = item.path
     try:
         data = path.read_bytes()
-        loaded = load_image(path, SKIP_HINT)
+        loaded = load_dicom(path, item.frame, SKIP_HINT) if item.dicom else load_image(path, SKIP_HINT)
     except OSError as e:
         if cfg.bad_images == "skip":
             return {"k": k, "error": f"{shown(path)}: {e.strerror or e}"}
@@ -89,8 +91,13 @@ def _fingerprint(cfg: DataConfig, found: Found | None, phantom: PhantomConfig | 
     for it in found.items:
         st = it.path.stat()
         listing.append((it.rel, it.cls, st.st_size, st.st_mtime_ns))
-    return config_hash({"data": keep, "root": str(found.root.resolve()), "layout": found.layout,
-                        "files": listing})
+    ident: dict[str, Any] = {"data": keep, "root": str(found.root.resolve()), "layout": found.layout,
+                             "files": listing}
+    if found.inputs:  # label CSVs decide classes, patients and splits
+        ident["inputs"] = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in found.inputs]
+    if found.identity:  # the pseudonyms' salt
+        ident["identity"] = found.identity
+    return config_hash(ident)
 
 
 def check_apart(source: Path, work: Path) -> None:
@@ -163,7 +170,8 @@ def _out_name(item: Item, used: set[str]) -> str:
     """A readable, unique PNG name from the source path inside its class folder."""
     parts = item.rel.split("/")
     inner = parts[2:] if item.split else parts[1:]
-    stem = re.sub(r"[^A-Za-z0-9]+", "_", "_".join([*inner[:-1], Path(inner[-1]).stem])).strip("_") or "image"
+    raw = item.name or "_".join([*inner[:-1], Path(inner[-1]).stem])
+    stem = re.sub(r"[^A-Za-z0-9]+", "_", raw).strip("_") or "image"
     name, n = f"{stem}.png", 1
     while name.lower() in used:
         n += 1
@@ -209,7 +217,9 @@ def prepare(cfg: DataConfig, work: Path, force: bool = False,
     else:
         if Path(cfg.source).expanduser().exists():  # a missing one gets find_images' message
             check_apart(Path(cfg.source), work)
-        found = find_images(cfg.source, cfg.layout, cfg.class_map)
+        options = ImportOptions(cfg.folds_csv, cfg.fold_column, cfg.test_fold, cfg.dicom_frames,
+                                cfg.patient_salt, work / SALT_FILE)
+        found = find_images(cfg.source, cfg.layout, cfg.class_map, options)
         fingerprint = _fingerprint(cfg, found, None)
         old = _check_output(data, fingerprint, force)
         if old:
@@ -235,7 +245,7 @@ def prepare(cfg: DataConfig, work: Path, force: bool = False,
 def _build(cfg: DataConfig, found: Found, tmp: Path, fingerprint: str, source: str) -> dict[str, Any]:
     staging = tmp / ".staging"
     staging.mkdir()
-    tasks = [(k, it.path, staging, cfg) for k, it in enumerate(found.items)]
+    tasks = [(k, it, staging, cfg) for k, it in enumerate(found.items)]
     results = {r["k"]: r for r in imap(_process, tasks, worker_count(cfg.workers), "prepare")}
     bad = [results[k]["error"] for k in sorted(results) if "error" in results[k]]
     keep = [k for k in range(len(found.items)) if "error" not in results[k]]
@@ -254,10 +264,11 @@ def _build(cfg: DataConfig, found: Found, tmp: Path, fingerprint: str, source: s
     units = UnionFind(len(items))
     for p in pairs:
         units.union(p.i, p.j)
-    first_of_patient: dict[str, int] = {}
+    first_of: dict[str, int] = {}  # a patient's images, and a clip's frames, share a split
     for i, it in enumerate(items):
-        if it.patient:
-            units.union(i, first_of_patient.setdefault(it.patient, i))
+        for key in (f"patient:{it.patient}" if it.patient else "", f"group:{it.group}" if it.group else ""):
+            if key:
+                units.union(i, first_of.setdefault(key, i))
     classes = [it.cls for it in items]
     conflicted = [False] * len(items)
     for members in dup_groups:
@@ -295,9 +306,12 @@ def _build(cfg: DataConfig, found: Found, tmp: Path, fingerprint: str, source: s
                        "classes": sorted({classes[i] for i in members}), "split": split[members[0]],
                        "files": [items[i].rel for i in members]})
     modes = Counter(r["mode"] for r in recs)
+    config = dataclasses.asdict(cfg)
+    if config.get("patient_salt"):  # a secret: with it, pseudonyms could be matched to patient ids
+        config["patient_salt"] = "(set; not recorded)"
     summary: dict[str, Any] = {
         "source": source, "root": str(found.root), "layout": found.layout, "fingerprint": fingerprint,
-        "config": dataclasses.asdict(cfg), "images": len(rows), "counts": counts,
+        "config": config, "images": len(rows), "counts": counts,
         "duplicates": {
             "exact_pairs": sum(p.kind == "exact" for p in pairs),
             "near_pairs": sum(p.kind == "near" for p in pairs),
@@ -309,6 +323,7 @@ def _build(cfg: DataConfig, found: Found, tmp: Path, fingerprint: str, source: s
                     "excluded_folders": found.excluded, "links": found.links},
         "original": {"modes": dict(sorted(modes.items())),
                      "sizes": len({(r["orig_width"], r["orig_height"]) for r in rows})},
+        **found.notes,  # 'busbra': cases, BI-RADS, folds; 'dicom': files, frames, burned-in text
     }
     write_json(tmp / "prepare.json", summary)
     return summary

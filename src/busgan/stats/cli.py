@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from busgan.cli import add_command, add_out_option
 from busgan.config import add_config_args, config_from_args
 
 DESCRIPTION = """Compare two classifiers tested on the same images (stage 7).
@@ -16,11 +17,14 @@ stats.json, stats.md and roc_overlay.png to --out."""
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``compare`` subcommand."""
-    p = sub.add_parser("compare", help="McNemar and DeLong tests of two models' predictions",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "compare", help="McNemar and DeLong tests of two models' predictions",
+                    description=DESCRIPTION,
+                    example=["busgan compare runs/demo/real/test runs/synthetic/test --out stats",
+                             "busgan compare a/predictions.csv b/predictions.csv --names real gan "
+                             "--bootstrap 0"])
     p.add_argument("a", metavar="A", help="predictions.csv of the first model (rows of McNemar's table)")
     p.add_argument("b", metavar="B", help="predictions.csv of the second model (columns)")
-    p.add_argument("--out", default="stats", metavar="DIR", help="output folder (default: stats)")
+    add_out_option(p, "output folder (default: stats)", default="stats")
     p.add_argument("--names", nargs=2, default=("real", "synthetic"), metavar=("NAME_A", "NAME_B"),
                    help="model names in the report (default: real synthetic)")
     add_config_args(p, "compare")

@@ -15,13 +15,16 @@ from typing import Any
 
 import numpy as np
 
+from busgan.cli import add_command, add_out_option
 from busgan.errors import BusganError
 
 
 def register(sub: Any) -> None:
     """Add ``metrics``."""
-    p = sub.add_parser(
-        "metrics", help="KID/FID/precision/recall of generated images vs real, with a real-vs-real floor",
+    p = add_command(
+        sub, "metrics", help="KID/FID/precision/recall of generated images vs real, with a real-vs-real floor",
+        example=["busgan metrics --network gans/benign --real data/train/benign --real2 data/val/benign",
+                 "busgan metrics --fake gen/benign --real data/train/benign --features classifier:model.keras"],
         description="Measure one class's generated images (a snapshot, or a folder of images) against "
                     "a folder of real images: KID (primary), FID, improved precision and recall (k = 3), "
                     "each next to the same metric between two disjoint real sets of the same size "
@@ -40,9 +43,8 @@ def register(sub: Any) -> None:
                         "(InceptionV3 notop .h5)")
     p.add_argument("--n", type=int, default=None,
                    help="at most this many images per set (default: as many as the smallest set has)")
-    p.add_argument("--out", type=Path, default=Path("metrics.csv"), metavar="FILE",
-                   help="metrics.csv to write; rows of the same class, source and space are replaced "
-                        "(default: ./metrics.csv)")
+    add_out_option(p, "metrics.csv to write; rows of the same class, source and space are replaced "
+                      "(default: ./metrics.csv)", type=Path, default=Path("metrics.csv"), metavar="FILE")
     p.add_argument("--class", dest="cls", default=None, metavar="NAME",
                    help="class name for the rows (default: the --real folder's name)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsampling and the halves (default 0)")

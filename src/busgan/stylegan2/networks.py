@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from busgan import CLASSES
 from busgan.config import GanConfig
 from busgan.errors import BusganError
 from busgan.stylegan2 import autodiff
@@ -23,6 +24,13 @@ from busgan.stylegan2.ops import (bias_act, conv2d_resample, minibatch_stddev,
 
 NUM_MIXED_RES = 4  # like NVlabs' num_fp16_res: reduced precision on the 4 highest resolutions
 CONV_CLAMP = 256.0  # activation clamp used with reduced precision (NVlabs: conv_clamp=256)
+NUM_CLASSES = len(CLASSES)  # a conditional network's label size: one-hot c in CLASSES order
+D_MAPPING_LAYERS = 8  # depth of the discriminator's conditioning mapping (NVlabs' default)
+
+
+def class_dim(cfg: GanConfig) -> int:
+    """The label size c_dim: NUM_CLASSES for ``gan.conditional``, else 0 (no conditioning)."""
+    return NUM_CLASSES if getattr(cfg, "conditional", False) else 0
 
 
 def channels_for(cfg: GanConfig) -> dict[int, int]:
@@ -149,7 +157,12 @@ class ToImage(keras.layers.Layer):
 
 
 class Generator(keras.Model):
-    """Mapping network (z -> w, tracked w_avg) and "skip" synthesis network (w -> image)."""
+    """Mapping network (z [, c] -> w, tracked w_avg) and "skip" synthesis network (w -> image).
+
+    Conditional (``c_dim`` > 0, StyleGAN2-ADA's design): c is embedded by a linear layer to
+    w_dim features; z and the embedding are each normalised to unit second moment, then
+    concatenated as the first mapping layer's input.
+    """
 
     def __init__(self, cfg: GanConfig, seed: int = 0, **kw: Any) -> None:
         super().__init__(**kw)
@@ -157,12 +170,18 @@ class Generator(keras.Model):
         ch = channels_for(cfg)
         self.resolution, self.img_channels = cfg.resolution, cfg.channels
         self.z_dim = self.w_dim = cfg.z_dim
+        self.c_dim = class_dim(cfg)
         log2 = int(math.log2(cfg.resolution))
         self.num_ws = 2 * log2 - 2
         mixed = cfg.precision == "mixed_bfloat16"
         mixed_from = cfg.resolution >> (NUM_MIXED_RES - 1)
 
-        self.mapping = [Dense(self.z_dim if i == 0 else self.w_dim, self.w_dim, init, lr_mul=0.01,
+        # The embedding only exists when conditional, so unconditional networks (and their
+        # snapshots' variable order) are unchanged.
+        self.embed = (Dense(self.c_dim, self.w_dim, init, dtype="float32", name="embed")
+                      if self.c_dim else None)
+        fc0_in = self.z_dim + (self.w_dim if self.c_dim else 0)
+        self.mapping = [Dense(fc0_in if i == 0 else self.w_dim, self.w_dim, init, lr_mul=0.01,
                               act="lrelu", dtype="float32", name=f"map{i}")
                         for i in range(cfg.mapping_layers)]
         self.w_avg = self.add_weight(shape=(self.w_dim,), initializer="zeros", trainable=False, name="w_avg")
@@ -183,9 +202,14 @@ class Generator(keras.Model):
 
     # -- mapping ------------------------------------------------------------------------
     def map(self, z, psi: float = 1.0, cutoff: int | None = None, update_w_avg: bool = False,
-            w_avg_beta: float = 0.995):
-        """z ``[N, z_dim]`` -> ws ``[N, num_ws, w_dim]``, with truncation toward ``w_avg``."""
+            w_avg_beta: float = 0.995, c=None):
+        """z ``[N, z_dim]`` (and one-hot c ``[N, c_dim]`` when conditional) -> ws
+        ``[N, num_ws, w_dim]``, with truncation toward ``w_avg``."""
         x = normalize_2nd_moment(ops.cast(z, "float32"))
+        if self.c_dim:
+            x = ops.concatenate([x, _embed_labels(self.embed, c, self.c_dim, "generator")], axis=1)
+        elif c is not None:
+            raise ValueError("an unconditional generator takes no labels c; build it with gan.conditional = true")
         for layer in self.mapping:
             x = layer(x)
         if update_w_avg:
@@ -230,21 +254,22 @@ class Generator(keras.Model):
     def call(self, inputs, mode: str = "full", psi: float = 1.0, cutoff: int | None = None,
              noise_mode: str = "random", mixing_prob: float = 0.0, update_w_avg: bool = False):
         """See ``docs/stylegan2.md``; ``inputs`` is a dict with z or ws and a seed."""
-        seed = inputs.get("seed")
+        seed, c = inputs.get("seed"), inputs.get("c")
         if mode == "synthesis":
             return self.synthesize(inputs["ws"], seed, noise_mode)
-        ws = self.map(inputs["z"], psi, cutoff, update_w_avg)
+        ws = self.map(inputs["z"], psi, cutoff, update_w_avg, c=c)
         if mixing_prob > 0.0:
-            ws = self.style_mix(ws, seed, mixing_prob)
+            ws = self.style_mix(ws, seed, mixing_prob, c)
         if mode == "mapping":
             return ws
         return self.synthesize(ws, autodiff.fold_in(seed, 7) if seed is not None else None, noise_mode)
 
-    def style_mix(self, ws, seed, prob: float):
-        """With probability ``prob``, layers from a random cutoff on take a second z's w."""
+    def style_mix(self, ws, seed, prob: float, c=None):
+        """With probability ``prob``, layers from a random cutoff on take a second z's w
+        (mapped with the same labels c, as NVlabs does)."""
         n = ws.shape[0]
         z2 = autodiff.normal((n, self.z_dim), autodiff.fold_in(seed, 1))
-        ws2 = self.map(z2)
+        ws2 = self.map(z2, c=c)
         u = autodiff.uniform((2,), autodiff.fold_in(seed, 2))
         cutoff = ops.floor(1.0 + u[0] * (self.num_ws - 1))  # uniform in 1..num_ws-1
         cutoff = ops.where(u[1] < prob, cutoff, float(self.num_ws))
@@ -270,13 +295,20 @@ class DBlock(keras.layers.Layer):
 
 
 class Discriminator(keras.Model):
-    """"resnet" discriminator: fromRGB at the top, residual blocks, minibatch stddev epilogue."""
+    """"resnet" discriminator: fromRGB at the top, residual blocks, minibatch stddev epilogue.
+
+    Conditional (``c_dim`` > 0, StyleGAN2-ADA's projection discriminator): a mapping network
+    (embedding, then D_MAPPING_LAYERS lrelu layers with lr_mul 0.01) turns c into ``cmap``
+    of width cmap_dim = channels at 4x4; the output layer gives cmap_dim features and the
+    logit is ``sum(out * cmap) / sqrt(cmap_dim)``.
+    """
 
     def __init__(self, cfg: GanConfig, seed: int = 0, mbstd_group: int = 4, **kw: Any) -> None:
         super().__init__(**kw)
         init = _Init(seed + 1_000_003)
         ch = channels_for(cfg)
         self.resolution, self.img_channels, self.mbstd_group = cfg.resolution, cfg.channels, mbstd_group
+        self.c_dim = class_dim(cfg)
         mixed = cfg.precision == "mixed_bfloat16"
         mixed_from = cfg.resolution >> (NUM_MIXED_RES - 1)
         top = cfg.resolution
@@ -292,20 +324,50 @@ class Discriminator(keras.Model):
             self.blocks.append(DBlock(ch[r], ch[r // 2], init, name=f"b{r}", **kw_at(r)))
             r //= 2
         c4 = ch[4]
+        self.cmap_dim = c4 if self.c_dim else 0
+        # Created only when conditional, so unconditional variable order is unchanged.
+        self.embed = (Dense(self.c_dim, c4, init, dtype="float32", name="cmap_embed")
+                      if self.c_dim else None)
+        self.cmapping = [Dense(c4, c4, init, lr_mul=0.01, act="lrelu", dtype="float32", name=f"cmap{i}")
+                         for i in range(D_MAPPING_LAYERS if self.c_dim else 0)]
         self.conv = Conv(c4 + 1, c4, 3, init, act="lrelu", name="b4_conv", dtype="float32")
         self.fc = Dense(c4 * 16, c4, init, act="lrelu", name="b4_fc", dtype="float32")
-        self.out = Dense(c4, 1, init, name="b4_out", dtype="float32")
+        self.out = Dense(c4, self.cmap_dim or 1, init, name="b4_out", dtype="float32")
         self.built = True
 
-    def call(self, images):
+    def cmap(self, c):
+        """One-hot labels ``[N, c_dim]`` -> the projection vectors ``[N, cmap_dim]``."""
+        x = _embed_labels(self.embed, c, self.c_dim, "discriminator")
+        for layer in self.cmapping:
+            x = layer(x)
+        return x
+
+    def call(self, images, c=None):
+        """Logits ``[N]`` for NHWC images (and one-hot labels c when conditional)."""
+        if not self.c_dim and c is not None:
+            raise ValueError("an unconditional discriminator takes no labels c; build it with "
+                             "gan.conditional = true")
+        cmap = self.cmap(c) if self.c_dim else None
         x = self.fromrgb(images)
         for block in self.blocks:
             x = block(x)
         x = minibatch_stddev(ops.cast(x, "float32"), self.mbstd_group)
         x = self.conv(x)
         x = ops.reshape(x, (x.shape[0], -1))
-        x = self.fc(x)
-        return ops.cast(self.out(x)[:, 0], "float32")
+        x = self.out(self.fc(x))
+        if cmap is not None:
+            x = ops.sum(x * cmap, axis=1, keepdims=True) * (1.0 / math.sqrt(self.cmap_dim))
+        return ops.cast(x[:, 0], "float32")
+
+
+def _embed_labels(embed: Dense, c, c_dim: int, who: str):
+    """normalise_2nd_moment(embed(c)) for labels ``[N, c_dim]``; refuses a missing or bad c."""
+    if c is None:
+        raise ValueError(f"a conditional {who} needs one-hot labels c of shape [N, {c_dim}]")
+    c = ops.cast(c, "float32")
+    if c.shape[-1] != c_dim:
+        raise ValueError(f"labels c have {c.shape[-1]} columns; the conditional {who} needs {c_dim}")
+    return normalize_2nd_moment(embed(c))
 
 
 def build_generator(cfg: GanConfig, seed: int = 0) -> Generator:
@@ -313,9 +375,9 @@ def build_generator(cfg: GanConfig, seed: int = 0) -> Generator:
     return Generator(cfg, seed=seed, name="G")
 
 
-def build_discriminator(cfg: GanConfig, seed: int = 0) -> Discriminator:
+def build_discriminator(cfg: GanConfig, seed: int = 0, mbstd_group: int = 4) -> Discriminator:
     """A built discriminator for ``cfg`` (weights exist; nothing is run)."""
-    return Discriminator(cfg, seed=seed, name="D")
+    return Discriminator(cfg, seed=seed, mbstd_group=mbstd_group, name="D")
 
 
 def count_params(model: keras.Model) -> int:

@@ -214,6 +214,10 @@ def _nonfinite(arrays: dict[str, np.ndarray]) -> list[str]:
 
 def _check_lengths(cfg: GanConfig) -> None:
     networks.channels_for(cfg)  # refuses a bad resolution or channel count
+    if cfg.conditional:  # the networks exist (and import-nvlabs reads them); the losses do not pass labels yet
+        raise BusganError("gan.conditional = true: training a conditional StyleGAN2 is not available yet "
+                          "(only its networks and `busgan import-nvlabs` are); set gan.conditional = false "
+                          "to train one GAN per class")
     if cfg.batch_size < 1 or cfg.kimg <= 0 or cfg.snapshot_kimg <= 0 or cfg.tick_kimg <= 0:
         raise BusganError("gan.batch_size, gan.kimg, gan.snapshot_kimg and gan.tick_kimg must be positive")
 
@@ -239,9 +243,16 @@ class GanTrainer:
     losses since the last tick, ``snapshot()`` saves the state and evaluates it."""
 
     def __init__(self, data_dir: Path, out_dir: Path, cfg: GanConfig, dev: Devices,
-                 feature_model: Path | None, log: Callable[[str], None]) -> None:
+                 feature_model: Path | None, log: Callable[[str], None],
+                 floor_dir: Path | None = None) -> None:
         self.data_dir, self.out_dir, self.cfg, self.dev, self.log = data_dir, out_dir, cfg, dev, log
         self.images = self._load_images()
+        # The fidelity floor's second real set (e.g. the class's validation images); without
+        # one, class_fidelity splits the training images in two.
+        self.floor_images = (load_class_images(floor_dir, cfg.resolution, cfg.channels)[0]
+                             if floor_dir is not None and Path(floor_dir).is_dir() else None)
+        from busgan.stylegan2.fidelity import RandomConvFeatures
+        self.independent_features = RandomConvFeatures()  # fixed weights, built once
         self.G, self.D, self.phases, self.sample, synth = _compiled(cfg, dev)
         self.progress = _Progress()
         self.state: Any = None
@@ -396,11 +407,35 @@ class GanTrainer:
                                                "kid": kid, "features": features})
         best_file = self.out_dir / "best.json"
         best = read_json(best_file) if best_file.is_file() else None
-        if best is None or best.get("features") != features or fid < float(best["fid"]):
+        if (best is None or best.get("features") != features or best.get("fid") is None  # null: was NaN
+                or fid < float(best["fid"])):
             write_json(best_file, {"snapshot": f"snapshots/{path.name}", "fid": fid, "kid": kid,
                                    "kimg": nimg / 1000, "features": features})
+        self._fidelity(path, ema, nimg)
         self.log(f"[train-gan] snapshot {path.name}  FID {fid:.3f}  KID {kid:.5f}  ({time.time() - t0:.1f} s)")
         _prune(self.out_dir / "snapshots", self.out_dir, self.cfg.keep_snapshots)
+
+    def _fidelity(self, path: Path, ema: tuple[list, list], nimg: int) -> None:
+        """KID, FID, precision and recall in the classifier's features and in features
+        independent of it (a fixed random convolutional network), each beside its floor (the
+        same metric between two real sets of the same size): metrics.csv and TensorBoard."""
+        from busgan.stylegan2 import fidelity
+        assert self.evaluator is not None and self.writer is not None
+        n = max(self.cfg.fid_images, 2 * fidelity.K_NEIGHBOURS + 2)
+        fakes = self.evaluator.images(ema, list(range(n)))
+        try:
+            rows = fidelity.class_fidelity(self.images, fakes, (self.extractor, self.independent_features),
+                                           self.floor_images, cls=self.out_dir.name, source=path.name,
+                                           kimg=nimg / 1000, n=self.cfg.fid_images)
+        except BusganError as e:  # too few images for a floor: FID/KID above still stand
+            self.log(f"[train-gan] fidelity against the floor skipped: {e}")
+            return
+        fidelity.write_metrics_csv(self.out_dir / "metrics.csv", rows)
+        scalars = {}
+        for r in rows:
+            scalars[f"Fidelity/{r['space']}/{r['metric']}"] = r["value"]
+            scalars[f"Fidelity/{r['space']}/{r['metric']}_floor"] = r["floor"]
+        self.writer.scalars(nimg, scalars)
 
     @property
     def _total_nimg(self) -> int:
@@ -427,7 +462,7 @@ class GanTrainer:
 
 def train_gan(data_dir: Path, out_dir: Path, cfg: GanConfig, resume: bool = True,
               feature_model: Path | None = None, *, devices: int | None = None,
-              log: Callable[[str], None] = print) -> Path:
+              log: Callable[[str], None] = print, floor_dir: Path | None = None) -> Path:
     """Train one class's StyleGAN2; return the best (lowest-FID) snapshot's path.
 
     ``data_dir``: that class's images. ``out_dir``: snapshots/, fid.csv, stats.csv, grids/,
@@ -435,7 +470,8 @@ def train_gan(data_dir: Path, out_dir: Path, cfg: GanConfig, resume: bool = True
     when it was made with other result-affecting settings); without it, ``out_dir`` must hold
     no snapshot. ``feature_model``: a classifier ``model.keras`` or InceptionV3 notop ``.h5``
     for FID/KID (None: the offline pixel fallback, see ``metrics``). ``devices``: how many
-    local devices to use (JAX; default all).
+    local devices to use (JAX; default all). ``floor_dir``: other real images of the class
+    (e.g. its validation images) for the fidelity floor in metrics.csv.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     _check_lengths(cfg)
@@ -443,7 +479,7 @@ def train_gan(data_dir: Path, out_dir: Path, cfg: GanConfig, resume: bool = True
     dev = Devices(devices)
     dev.check_batch(cfg.batch_size)
     snapshot, arrays, meta = _resume_point(out_dir, cfg, resume, log)  # before minutes of compiling
-    trainer = GanTrainer(data_dir, out_dir, cfg, dev, feature_model, log)
+    trainer = GanTrainer(data_dir, out_dir, cfg, dev, feature_model, log, floor_dir)
     trainer.start(snapshot, arrays, meta)
     return trainer.run()
 
