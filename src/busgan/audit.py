@@ -145,18 +145,8 @@ def load_rgb(path: Path, size: int, via: int | None = None) -> np.ndarray:
     a GAN's lower-resolution output would otherwise look closer to every training image than
     two real images are to each other (less speckle to differ by), a false memorization signal.
     """
-    from PIL import UnidentifiedImageError
-    from busgan.imaging import fit
-    try:
-        with Image.open(path) as im:
-            if via is not None and im.size != (via, via):
-                im = fit(im, via, "crop")
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            return np.asarray(im, dtype=np.float32)
-    except (UnidentifiedImageError, OSError) as e:
-        raise BusganError(f"{path}: not a readable image ({e}); delete or replace it") from None
+    from busgan.imaging import load_classifier_image
+    return load_classifier_image(path, size, via)
 
 
 def _load(files: Sequence[Path], size: int, via: int | None = None) -> np.ndarray:

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from busgan.errors import BusganError
 
@@ -53,3 +53,26 @@ def image_grid(images: np.ndarray, cols: int | None = None) -> np.ndarray:
         r, q = divmod(i, cols)
         grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = im
     return grid
+
+
+def classifier_pixels(im: Image.Image, size: int) -> np.ndarray:
+    """What every busgan classifier is fed: RGB, Pillow's bilinear resize to ``size`` x
+    ``size``, float32 pixel values 0-255 (the model scales its input itself). The one
+    definition: the file loader, the fused generate-and-select and the audit all use it, so an
+    image gets the same inputs, bit for bit, on every path."""
+    im = im.convert("RGB")
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.BILINEAR)
+    return np.asarray(im, dtype=np.float32)
+
+
+def load_classifier_image(path: Path | str, size: int, via: int | None = None) -> np.ndarray:
+    """An image file as :func:`classifier_pixels`; ``via``: first bring it to this side as
+    the GAN's loader does (centre crop, Lanczos), i.e. down the generated images' path."""
+    try:
+        with Image.open(path) as im:
+            if via is not None and im.size != (via, via):
+                im = fit(im, via, "crop")
+            return classifier_pixels(im, size)
+    except (UnidentifiedImageError, OSError) as e:
+        raise BusganError(f"{path}: not a readable image ({e}); delete or replace it") from None

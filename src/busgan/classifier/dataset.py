@@ -13,12 +13,11 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 
 from busgan import CLASSES
 from busgan.errors import BusganError
-from busgan.imaging import list_images
+from busgan.imaging import list_images, load_classifier_image
 
 
 
@@ -87,14 +86,7 @@ def load_image(path: Path | str, size: int) -> np.ndarray:
 
     Not scaled: a busgan classifier scales its input itself (its ``preprocess`` layer).
     """
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            return np.asarray(im, dtype=np.float32)
-    except (UnidentifiedImageError, OSError) as e:
-        raise BusganError(f"{path}: not a readable image ({e}); delete or replace it") from None
+    return load_classifier_image(path, size)
 
 
 def augment(image: np.ndarray, rng: np.random.Generator, shift: float, flip: bool) -> np.ndarray:

@@ -71,10 +71,8 @@ def classifier_input(image: np.ndarray, size: int) -> np.ndarray:
     """A uint8 image (H, W, 1 or 3) as the file loader gives it after decoding its PNG:
     RGB, Pillow's bilinear resize to ``size``, float32 0-255 (``dataset.load_image``), so an
     image scored in memory gets the very inputs, bit for bit, it would get from its file."""
-    im = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).convert("RGB")
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.BILINEAR)
-    return np.asarray(im, dtype=np.float32)
+    from busgan.imaging import classifier_pixels
+    return classifier_pixels(Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image), size)
 
 
 def choose(rel: list[str], labels: np.ndarray, scores: dict[str, np.ndarray], cfg: SelectConfig

@@ -231,14 +231,20 @@ def _torch_cfg(err: _Err, G: NvModule, t: dict[str, np.ndarray]) -> GanConfig:
     return _make_cfg(err, res, channels, widths, z_dim, w_dim, n_map, c_dim, synth.get("channel_base"))
 
 
-def _fc(err: _Err, root: NvModule, path: str, layer: Any, plan: Plan) -> None:
-    """Plan an NVlabs FullyConnectedLayer at ``path`` onto busgan's Dense ``layer``."""
+def _layer_module(err: _Err, root: NvModule, path: str, layer: Any) -> NvModule:
+    """NVlabs' layer at ``path``, refused when missing or when its activation is not busgan's."""
     mod = root.find(path)
     if mod is None:
         raise err(f"layer '{path}' is missing")
     act = mod.attr("activation", layer.act)
     if act != layer.act:
         raise err(f"layer '{path}' uses activation {act!r}; busgan's uses {layer.act!r}")
+    return mod
+
+
+def _fc(err: _Err, root: NvModule, path: str, layer: Any, plan: Plan) -> None:
+    """Plan an NVlabs FullyConnectedLayer at ``path`` onto busgan's Dense ``layer``."""
+    mod = _layer_module(err, root, path, layer)
     fan_in = layer.w.shape[0]
     wg = mod.attr("weight_gain", layer.lr_mul / math.sqrt(fan_in))
     bg = mod.attr("bias_gain", layer.lr_mul)
@@ -249,12 +255,7 @@ def _fc(err: _Err, root: NvModule, path: str, layer: Any, plan: Plan) -> None:
 
 def _conv(err: _Err, root: NvModule, path: str, layer: Any, plan: Plan, convert: Convert = _oihw) -> None:
     """Plan an NVlabs Conv2dLayer (D) onto busgan's Conv ``layer``."""
-    mod = root.find(path)
-    if mod is None:
-        raise err(f"layer '{path}' is missing")
-    act = mod.attr("activation", layer.act)
-    if act != layer.act:
-        raise err(f"layer '{path}' uses activation {act!r}; busgan's uses {layer.act!r}")
+    mod = _layer_module(err, root, path, layer)
     wg = mod.attr("weight_gain", layer.weight_gain)
     r = _ratio(wg, layer.weight_gain)
     plan[f"{path}.weight"] = (layer.w, lambda x, r=r: _scaled(convert(x), r))
