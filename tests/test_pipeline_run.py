@@ -85,6 +85,9 @@ def test_run_writes_reports_and_prints_the_papers_layout(reference: Path) -> Non
     for arm in arms:
         assert f"| {arm} |" in md, arm
     assert "Data efficiency" in md and (reference / "efficiency" / "efficiency.png").is_file()
+    for cls in ("benign", "malignant"):  # fidelity per snapshot against the floor, and its curves
+        assert (reference / "stylegan2" / cls / "metrics.csv").is_file()
+        assert f"report_assets/fidelity_{cls}.png" in md
     html = (reference / "report.html").read_text()
     assert "data:image/png;base64," in html
     records = sorted(p.stem for p in (reference / "records").iterdir())

@@ -436,3 +436,34 @@ def test_cli_imports(tmp_path, capsys):
     assert "snapshot-000000000.npz" in capsys.readouterr().out
     arrays, meta = snap.read_snapshot(tmp_path / "net" / "snapshots" / "snapshot-000000000.npz")
     assert meta["imported"]["networks"] == ["G_ema", "G"] and not any(k.startswith("d/") for k in arrays)
+
+
+@pytest.mark.keras
+def test_busgan_run_imports_one_pickle_per_class_instead_of_training(tf_network_class, tmp_path):
+    """[gan] import = {benign = ..., malignant = ...}: stage train-gan writes each class's
+    snapshot from its pickle, and generation reads it; a missing class or file is refused."""
+    from busgan import pipeline
+    from busgan.config import Config, config_from_dict
+    from busgan.stylegan2.generate import generate_images
+    t = load_pickle(PKL)["G_ema"].tensors()
+    pkls = {}
+    for i, cls in enumerate(("benign", "malignant")):
+        gs, d, _, _ = _tf_snapshot(tf_network_class, t, np.random.default_rng(i))
+        pkls[cls] = tmp_path / f"{cls}.pkl"
+        pkls[cls].write_bytes(pickle.dumps((gs, d, gs)))
+    cfg = config_from_dict({"gan": {"import": {c: str(p) for c, p in pkls.items()}}})
+    assert cfg.gan.import_networks == {c: str(p) for c, p in pkls.items()}
+    work = tmp_path / "work"
+    summary = pipeline._train_gans(pipeline.Context(cfg, work))
+    assert summary["imported"] == cfg.gan.import_networks
+    for cls in ("benign", "malignant"):
+        assert (work / summary["best_snapshots"][cls]).is_file()
+        assert generate_images(work / "stylegan2" / cls, tmp_path / "gen" / cls, [0, 1], 1.0, 2) == 2
+        assert len(list((tmp_path / "gen" / cls).glob("seed*.png"))) == 2
+    only_one = Config()
+    only_one.gan.import_networks = {"benign": str(pkls["benign"])}
+    with pytest.raises(BusganError, match="one NVlabs pickle per class"):
+        pipeline.validate_paths(only_one)
+    only_one.gan.import_networks = {"benign": str(pkls["benign"]), "malignant": str(tmp_path / "no.pkl")}
+    with pytest.raises(BusganError, match="malignant network .* not found"):
+        pipeline.validate_paths(only_one)

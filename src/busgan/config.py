@@ -154,6 +154,9 @@ class GanConfig:
     channel_max: int = opt(512, "custom widths: maximum channels")
     z_dim: int = opt(512, "latent size (z and w)")
     mapping_layers: int = opt(8, "mapping-network depth")
+    import_networks: dict[str, str] = opt({}, "StyleGAN2 pickles trained with NVlabs' code, one per class "
+                                          "(TOML: import = { benign = \"b.pkl\", malignant = \"m.pkl\" }): "
+                                          "stage train-gan imports them instead of training")
     conditional: bool = opt(False, "one generator and one discriminator for both classes, conditioned on the "
                             "class label as in StyleGAN2-ADA (false: one unconditional GAN per class)")
     kimg: float = opt(10000.0, "training length in thousands of real images shown", effect="resume", range=(0.0, None))
@@ -395,8 +398,14 @@ def _hints(cls: type) -> dict[str, Any]:
 RENAMED_KEYS: dict[str, str] = {"gan.config": "gan.preset"}
 
 
+# TOML spellings that cannot be Python field names (``import`` is a keyword).
+SPELLED_KEYS: dict[str, str] = {"gan.import": "import_networks"}
+
+
 def _current_key(section: str, key: str) -> str:
     """The current name of ``section.key``; an old name is accepted with a one-line warning."""
+    if f"{section}.{key}" in SPELLED_KEYS:
+        return SPELLED_KEYS[f"{section}.{key}"]
     new = RENAMED_KEYS.get(f"{section}.{key}")
     if new is None:
         return key

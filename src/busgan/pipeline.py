@@ -92,8 +92,20 @@ def resolution_mismatch(cfg: Config) -> str | None:
             f"both); set data.size = {cfg.gan.resolution} for a like-for-like comparison")
 
 
+def _import_gans(ctx: Context) -> dict[str, Any]:
+    """Stage train-gan with ``gan.import``: each class's NVlabs pickle becomes its snapshot."""
+    from busgan.stylegan2.nvlabs_import import import_snapshot
+    imports, best = ctx.cfg.gan.import_networks, {}
+    for cls in CLASSES:
+        snapshot = import_snapshot(Path(imports[cls]).expanduser(), ctx.work / layout.GANS / cls)
+        best[cls] = str(Path(snapshot).relative_to(ctx.work))
+    return {"best_snapshots": best, "imported": {c: imports[c] for c in CLASSES}}
+
+
 def _train_gans(ctx: Context) -> dict[str, Any]:
     from busgan.stylegan2.training import train_gan
+    if ctx.cfg.gan.import_networks:
+        return _import_gans(ctx)
     warning = resolution_mismatch(ctx.cfg)
     if warning:
         print(f"[busgan run] warning: {warning}", flush=True)
@@ -332,6 +344,16 @@ def validate_paths(cfg: Config, work: Path | None = None) -> None:
     if not phantom and work is not None:
         from busgan.data.prepare import check_apart
         check_apart(Path(cfg.data.source), work)
+    imports = cfg.gan.import_networks
+    if imports:
+        if sorted(imports) != sorted(CLASSES):
+            raise BusganError(f"config key 'gan.import': give one NVlabs pickle per class, e.g. import = "
+                              f"{{ benign = \"benign.pkl\", malignant = \"malignant.pkl\" }} (got: "
+                              f"{', '.join(sorted(imports)) or 'none'})")
+        for cls, pkl in imports.items():
+            if not Path(pkl).expanduser().is_file():
+                raise BusganError(f"config key 'gan.import': {cls} network {pkl} not found; give the "
+                                  "path of a network-snapshot-*.pkl")
     w = cfg.classifier.weights
     if w not in ("imagenet", "none") and not Path(w).is_file():
         raise BusganError(f"config key 'classifier.weights': file {w} not found; "

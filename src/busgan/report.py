@@ -198,6 +198,10 @@ def build_document(cfg: Config, work: Path) -> Document:
         best = _load(work / layout.GANS / cls / "best.json")
         if best:
             doc.p(f"{cls}: best snapshot {_describe(best)}")
+        curves = plot_fidelity_curves(work, cls)
+        if curves is not None:
+            doc.img(curves, f"{cls}: KID, FID, precision and recall per snapshot in each feature space "
+                            "(solid), and the same between two real sets (dashed: the floor)")
 
     doc.h(2, "Selection by the real-trained classifier (stage 4)")
     sel = records.get("select", {}).get("summary", {})
@@ -280,6 +284,42 @@ def _describe(value: Any) -> str:
     if isinstance(value, list):
         return f"{len(value)} groups" if value and isinstance(value[0], (list, dict)) else str(value)
     return str(value)
+
+
+def plot_fidelity_curves(work: Path, cls: str) -> Path | None:
+    """report_assets/fidelity_CLASS.png from the class's metrics.csv (train-gan), or None."""
+    source = work / layout.GANS / cls / "metrics.csv"
+    if not source.is_file():
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    with open(source, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("kimg")]
+    if not rows:
+        return None
+    metrics = ("kid", "fid", "precision", "recall")
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3.2))
+    for ax, metric in zip(axes, metrics):
+        for i, space in enumerate(sorted({r["space"] for r in rows})):
+            pts = sorted((float(r["kimg"]), float(r["value"]), float(r["floor"]))
+                         for r in rows if r["space"] == space and r["metric"] == metric)
+            if not pts:
+                continue
+            colour = f"C{i}"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=colour, label=space)
+            ax.plot([p[0] for p in pts], [p[2] for p in pts], linestyle="--", color=colour)
+        ax.set_title(metric.upper() if metric in ("kid", "fid") else metric)
+        ax.set_xlabel("kimg (thousands of real images shown)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{cls}: fidelity per snapshot (dashed: real-vs-real floor)")
+    target = work / "report_assets" / f"fidelity_{cls}.png"
+    fig.tight_layout()
+    with atomic_path(target, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return target
 
 
 def _pretty(value: Any) -> str:
