@@ -146,8 +146,9 @@ def _generate(ctx: Context) -> dict[str, Any]:
         for c, n in short.items():  # enough for the quota at the acceptance rate seen, +10%
             rate = max(accepted.get(c, 0), 1) / n
             wanted[c] = min(cap, max(2 * n, int(1.1 * quota / rate) + 1))
-        print(f"[busgan run] accepted {accepted} of {quota} needed per class: generating up to "
-              f"{wanted} per class (cap {cap})", flush=True)
+        print(f"[busgan run] accepted {', '.join(f'{accepted.get(c, 0)} {c}' for c in CLASSES)} of {quota} "
+              f"needed per class: generating up to {', '.join(f'{wanted[c]} {c}' for c in CLASSES)} "
+              f"(cap {cap} per class)", flush=True)
 
 
 def _independence(ctx: Context) -> dict[str, Any]:
