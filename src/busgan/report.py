@@ -160,6 +160,11 @@ def build_document(cfg: Config, work: Path) -> Document:
             doc.h(3, f"{arm} arm, replicate 1: the paper's printout")
             doc.pre(text.read_text())
             doc.img(layout.arm_test_dir(work, arm, 1) / "roc.png", f"ROC of the {arm} arm, replicate 1")
+            doc.img(layout.arm_test_dir(work, arm, 1) / "confusion.png",
+                    f"Confusion matrix of the {arm} arm, replicate 1")
+            curve = _learning_curve(work, arm)
+            if curve is not None:
+                doc.img(curve, f"Learning curve of the {arm} arm, replicate 1 (real validation images)")
 
     doc.h(2, "The verdict and the tests (stage compare)")
     if stats.get("primary"):
@@ -206,7 +211,10 @@ def build_document(cfg: Config, work: Path) -> Document:
     doc.h(2, "Selection by the real-trained classifier (stage 4)")
     sel = records.get("select", {}).get("summary", {})
     if sel:
-        doc.pre(_pretty(sel))
+        doc.table(["class", "generated and scored", "accepted", "acceptance rate", "kept"],
+                  [[cls, v.get("generated", "-"), v.get("accepted", "-"),
+                    f"{100 * v['acceptance_rate']:.1f}%" if isinstance(v.get("acceptance_rate"), (int, float)) else "-",
+                    v.get("kept", "-")] for cls, v in sel.items() if isinstance(v, dict)])
 
     from busgan.audit import add_report_section
     add_report_section(doc, work)  # the memorization audit, when it ran
@@ -217,6 +225,8 @@ def build_document(cfg: Config, work: Path) -> Document:
     doc.table(["stage", "seconds"], [[name, rec.get("seconds", "-")] for name, rec in records.items()])
     doc.p(f"Total: {sum(float(r.get('seconds', 0)) for r in records.values()):.0f} s "
           "(stages run in earlier invocations included).")
+
+    _configuration(cfg, work, doc)
 
     doc.h(2, "Software")
     versions = next(iter(records.values()), {}).get("versions", {}) if records else {}
@@ -229,6 +239,38 @@ def _verdict(stats: dict[str, Any]) -> str:
     if not decision:
         return "The comparison has not run yet."
     return f"**Result (pre-specified primary comparison):** {decision['statement']}."
+
+
+def _learning_curve(work: Path, arm: str) -> Path | None:
+    """The learning_curve.png of the arm's replicate 1 (its last cascade round), if any."""
+    rep = layout.replicate_dir(work, arm, 1)
+    candidates = [work / layout.REAL / "learning_curve.png"] if arm == layout.REAL_ARM else []
+    candidates += [rep / "learning_curve.png", *sorted(rep.glob("round*/learning_curve.png"), reverse=True)]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _toml_value(value: Any) -> str:
+    """A config value in TOML (strings, numbers and booleans as JSON writes them, tables inline)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def _configuration(cfg: Config, work: Path, doc: Document) -> None:
+    """Every config key with its value (TOML), and the command that reproduces the run."""
+    import dataclasses
+    lines = []
+    for section in dataclasses.fields(cfg):
+        lines.append(f"[{section.name}]")
+        for key, value in dataclasses.asdict(getattr(cfg, section.name)).items():
+            key = {"import_networks": "import"}.get(key, key)  # its TOML spelling (config.SPELLED_KEYS)
+            lines.append(f"{key} = {_toml_value(value)}" if value is not None else f"# {key}: unset")
+        lines.append("")
+    doc.h(2, "Configuration (every key, as resolved)")
+    doc.p("Reproduce: save the block below as config.toml and run `busgan run config.toml --work WORK`.")
+    doc.pre("\n".join(lines))
 
 
 def _arm_results(work: Path) -> dict[str, list[dict[str, Any]]]:
