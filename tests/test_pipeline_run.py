@@ -87,7 +87,8 @@ def test_run_writes_reports_and_prints_the_papers_layout(reference: Path) -> Non
     assert "Data efficiency" in md and (reference / "efficiency" / "efficiency.png").is_file()
     for cls in ("benign", "malignant"):  # fidelity per snapshot against the floor, and its curves
         assert (reference / "stylegan2" / cls / "metrics.csv").is_file()
-        assert f"report_assets/fidelity_{cls}.png" in md
+        assert f"report_assets/fidelity_{cls}.png" in md and f"report_assets/gan_losses_{cls}.png" in md
+        assert f"report_assets/selected_{cls}.png" in md
     html = (reference / "report.html").read_text()
     assert "data:image/png;base64," in html
     records = sorted(p.stem for p in (reference / "records").iterdir())

@@ -16,9 +16,10 @@ def test_markdown_and_html_say_the_same(tmp_path: Path) -> None:
     doc.table(["k", "v"], [["auc", 0.5]])
     doc.img(png, "a plot")
     doc.img(tmp_path / "missing.png", "never shown")
-    md, html = doc.markdown(tmp_path), doc.html("t")
+    md, html = doc.markdown(tmp_path), doc.html("t", tmp_path)
     assert "# Title" in md and "| auc | 0.5000 |" in md and "![a plot](x.png)" in md
-    assert "<b>Result:</b> &lt;b&gt; &amp; co" in html and "<td>0.5000</td>" in html
+    assert "<strong>Result:</strong> &lt;b&gt; &amp; co" in html and "<td>0.5000</td>" in html
+    assert "<th>k</th>" in html and "<h1>Title</h1>" in html
     assert "data:image/png;base64," in html and "never shown" not in md + html
 
 

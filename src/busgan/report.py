@@ -49,7 +49,9 @@ class Document:
         if path.is_file():
             self.blocks.append(("img", path, caption))
 
-    def markdown(self, base: Path) -> str:
+    def markdown(self, base: Path, embed: bool = False) -> str:
+        """The report in Markdown; images as paths relative to ``base``, or with ``embed`` as
+        data URIs (a self-contained page)."""
         out: list[str] = []
         for b in self.blocks:
             if b[0] == "h":
@@ -64,40 +66,22 @@ class Document:
             elif b[0] == "pre":
                 out.append(f"```\n{b[1].rstrip()}\n```\n")
             elif b[0] == "img":
-                out.append(f"![{b[2]}]({b[1].relative_to(base).as_posix()})\n\n*{b[2]}*\n")
+                src = (f"data:image/png;base64,{base64.b64encode(b[1].read_bytes()).decode('ascii')}"
+                       if embed else b[1].relative_to(base).as_posix())
+                out.append(f"![{b[2]}]({src})\n\n*{b[2]}*\n")
         return "\n".join(out)
 
-    def html(self, title: str) -> str:
-        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-               "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
-               "line-height:1.45;padding:0 1em}table{border-collapse:collapse;margin:.5em 0}"
-               "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}"
-               "td:first-child{text-align:left}pre{background:#f6f6f6;padding:.6em;overflow:auto}"
-               "img{max-width:100%}figure{margin:1em 0}figcaption{color:#555}</style></head><body>"]
-        for b in self.blocks:
-            if b[0] == "h":
-                out.append(f"<h{b[1]}>{html.escape(b[2])}</h{b[1]}>")
-            elif b[0] == "p":
-                out.append(f"<p>{_inline_html(b[1])}</p>")
-            elif b[0] == "table":
-                out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in b[1]) + "</tr>")
-                out.extend("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in r) + "</tr>"
-                           for r in b[2])
-                out.append("</table>")
-            elif b[0] == "pre":
-                out.append(f"<pre>{html.escape(b[1])}</pre>")
-            elif b[0] == "img":
-                data = base64.b64encode(b[1].read_bytes()).decode("ascii")
-                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(b[2])}'>"
-                           f"<figcaption>{html.escape(b[2])}</figcaption></figure>")
-        out.append("</body></html>")
-        return "\n".join(out)
-
-
-def _inline_html(text: str) -> str:
-    """Escape, then turn Markdown **bold** into <b> (the only inline markup the report uses)."""
-    parts = html.escape(text).split("**")
-    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+    def html(self, title: str, base: Path) -> str:
+        """A self-contained HTML page of the same Markdown, rendered by markdown-it-py (a
+        maintained CommonMark renderer; raw HTML in the text is escaped, not passed through)."""
+        from markdown_it import MarkdownIt
+        body = MarkdownIt("commonmark", {"html": False}).enable("table").render(self.markdown(base, embed=True))
+        return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
+                "line-height:1.45;padding:0 1em}table{border-collapse:collapse;margin:.5em 0}"
+                "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}"
+                "td:first-child{text-align:left}pre{background:#f6f6f6;padding:.6em;overflow:auto}"
+                "img{max-width:100%}</style></head><body>\n" + body + "</body></html>\n")
 
 
 def _cell(value: Any) -> str:
@@ -203,6 +187,9 @@ def build_document(cfg: Config, work: Path) -> Document:
         best = _load(work / layout.GANS / cls / "best.json")
         if best:
             doc.p(f"{cls}: best snapshot {_describe(best)}")
+        losses = plot_gan_losses(work, cls)
+        if losses is not None:
+            doc.img(losses, f"{cls}: generator and discriminator losses, R1 penalty and ADA p against kimg")
         curves = plot_fidelity_curves(work, cls)
         if curves is not None:
             doc.img(curves, f"{cls}: KID, FID, precision and recall per snapshot in each feature space "
@@ -317,7 +304,9 @@ def _grids(work: Path, cls: str) -> list[tuple[Path, str]]:
     """The real and generated contact sheets written by ``write_real_grids``."""
     assets = work / "report_assets"
     return [(assets / f"real_{cls}.png", f"{cls}: real training images"),
-            (assets / f"generated_{cls}.png", f"{cls}: generated images (seeds 1-16)")]
+            (assets / f"generated_{cls}.png", f"{cls}: generated images (the first 16 seeds), at the same scale"),
+            (assets / f"selected_{cls}.png", f"{cls}: generated images the real classifier accepted (first 16)"),
+            (assets / f"rejected_{cls}.png", f"{cls}: generated images it rejected (first 16)")]
 
 
 def _describe(value: Any) -> str:
@@ -326,6 +315,37 @@ def _describe(value: Any) -> str:
     if isinstance(value, list):
         return f"{len(value)} groups" if value and isinstance(value[0], (list, dict)) else str(value)
     return str(value)
+
+
+def plot_gan_losses(work: Path, cls: str) -> Path | None:
+    """report_assets/gan_losses_CLASS.png from the class's stats.csv (one row per tick), or None."""
+    source = work / layout.GANS / cls / "stats.csv"
+    if not source.is_file():
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    with open(source, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for ax, keys, title in ((axes[0], ("loss_g", "loss_d"), "losses"), (axes[1], ("r1_penalty",), "R1 penalty"),
+                            (axes[2], ("ada_p",), "ADA probability p")):
+        for key in keys:
+            pts = [(float(r["kimg"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+            ax.plot([x for x, _ in pts], [y for _, y in pts], marker=".", label=key)
+        ax.set_title(title)
+        ax.set_xlabel("kimg (thousands of real images shown)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{cls}: StyleGAN2 training")
+    target = work / "report_assets" / f"gan_losses_{cls}.png"
+    fig.tight_layout()
+    with atomic_path(target, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return target
 
 
 def plot_fidelity_curves(work: Path, cls: str) -> Path | None:
@@ -372,8 +392,14 @@ def write_real_grids(work: Path, n: int = 16) -> None:
     """Contact sheets of real training images and generated ones, side by side in the report."""
     for cls in CLASSES:
         files = sorted((layout.data_split(work, "train") / cls).glob("*.png"))[:n]
-        gen = sorted((work / layout.GENERATED / cls).glob("seed*.png"))[:n]
-        for name, group in (("real", files), ("generated", gen)):
+        generated = sorted((work / layout.GENERATED / cls).glob("seed*.png"))
+        kept = {p.name for p in (work / layout.SELECTED / cls).glob("seed*.png")}
+        groups = (("real", files), ("generated", generated[:n]),
+                  ("selected", [p for p in generated if p.name in kept][:n]),
+                  # the generated folder keeps the first seeds of each class whatever the
+                  # selection decided, so rejected examples are always on disk
+                  ("rejected", [p for p in generated if p.name not in kept][:n] if kept else []))
+        for name, group in groups:
             if not group:
                 continue
             with Image.open(group[0]) as first:
@@ -394,5 +420,5 @@ def write_report(cfg: Config, work: Path) -> tuple[Path, Path]:
     doc = build_document(cfg, work)
     md, page = work / "report.md", work / "report.html"
     atomic_write_text(md, doc.markdown(work))
-    atomic_write_text(page, doc.html("busgan report"))
+    atomic_write_text(page, doc.html("busgan report", work))
     return md, page
