@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import json
 import math
 import time
 from collections.abc import Callable
@@ -178,7 +179,7 @@ def _compiled(cfg: GanConfig, dev: Devices) -> tuple:
     The models are never written to (every phase is stateless), so reusing them is safe.
     """
     fields = restart_values(cfg)
-    key = (tuple(sorted(fields.items())), dev.count, keras.backend.backend())
+    key = (json.dumps(fields, sort_keys=True, default=str), dev.count, keras.backend.backend())  # tables too
     if key not in _CACHE:
         _CACHE.clear()  # one config at a time bounds memory
         G = networks.build_generator(cfg, seed=cfg.seed)
