@@ -6,6 +6,8 @@ c_dim 2) and the outputs NVlabs' code computed from it (tests/data/nvlabs/README
 
 from __future__ import annotations
 
+import json
+
 import pickle
 import sys
 import types
@@ -69,7 +71,7 @@ class _Net:
 
 def _model(kind: str, cfg, **kw):
     from busgan.stylegan2.networks import Discriminator, build_generator
-    key = (kind, tuple(sorted(vars(cfg).items())), tuple(kw.items()))
+    key = (kind, json.dumps(vars(cfg), sort_keys=True, default=str), tuple(kw.items()))  # tables too
     if key not in _MODELS:
         _MODELS[key] = build_generator(cfg) if kind == "G" else Discriminator(cfg, **kw)
     return _MODELS[key]
