@@ -322,9 +322,8 @@ def plot_gan_losses(work: Path, cls: str) -> Path | None:
     source = work / layout.GANS / cls / "stats.csv"
     if not source.is_file():
         return None
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from busgan.stats.plot import _save as _save_figure  # the project's PNG writer
     with open(source, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if not rows:
@@ -340,10 +339,7 @@ def plot_gan_losses(work: Path, cls: str) -> Path | None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{cls}: StyleGAN2 training")
-    target = work / "report_assets" / f"gan_losses_{cls}.png"
-    fig.tight_layout()
-    with atomic_path(target, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
+    target = _save_figure(fig, work / "report_assets" / f"gan_losses_{cls}.png")
     plt.close(fig)
     return target
 
@@ -353,9 +349,8 @@ def plot_fidelity_curves(work: Path, cls: str) -> Path | None:
     source = work / layout.GANS / cls / "metrics.csv"
     if not source.is_file():
         return None
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from busgan.stats.plot import _save as _save_figure  # the project's PNG writer
     with open(source, newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r.get("kimg")]
     if not rows:
@@ -376,10 +371,7 @@ def plot_fidelity_curves(work: Path, cls: str) -> Path | None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{cls}: fidelity per snapshot (dashed: real-vs-real floor)")
-    target = work / "report_assets" / f"fidelity_{cls}.png"
-    fig.tight_layout()
-    with atomic_path(target, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
+    target = _save_figure(fig, work / "report_assets" / f"fidelity_{cls}.png")
     plt.close(fig)
     return target
 
