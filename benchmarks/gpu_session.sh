@@ -11,7 +11,9 @@
 #                            of 25,000 images of one class in one pass (InceptionResNetV2 256x256)
 #              3 classifier  InceptionResNetV2 256x256: the step alone vs fed by busgan's loader
 #              4 stylegan2   s/kimg at config-e 256x256, against NVlabs' 6.6 s/kimg on an H200
-#            default: 1 2 3 4, in that order. Check 1 alone fills most of one command; a second
+#              5 gan-fidelity  two class GANs vs one conditional GAN at equal images shown, 64x64
+#                            gpu-phantom widths (benchmarks/gan_fidelity.py; two pipeline runs)
+#            default: 1 2 3 4, in that order; 5 is asked for by name (a command of its own). Check 1 alone fills most of one command; a second
 #            command runs the rest: bash benchmarks/gpu_session.sh 570 2 3 4
 #
 # Expects the wheels of keras, namex, optree, ImageHash and PyWavelets in .whl/ (the GPU machine
@@ -85,7 +87,11 @@ print(f"| 4 stylegan2 | config-e 256x256x1, batch 32, mixed bfloat16, {r['device
 EOF
 )"
       fi ;;
-    *) row "| $c | unknown check (1 pipeline, 2 generate, 3 classifier, 4 stylegan2) | - | - |" ;;
+    5|gan-fidelity)
+      check "5 gan-fidelity" 560 5-gan-fidelity.log $PY benchmarks/gan_fidelity.py --config configs/gpu-phantom.toml \
+          --work /tmp/gf && cp /tmp/gf/gan_fidelity.md "$OUT/" \
+        && row "| 5 gan-fidelity | separate vs conditional GANs, gpu-phantom 64x64: see gan_fidelity.md | $(grep -c '^| separate\|^| conditional' /tmp/gf/gan_fidelity.md) rows | - |" ;;
+    *) row "| $c | unknown check (1 pipeline, 2 generate, 3 classifier, 4 stylegan2, 5 gan-fidelity) | - | - |" ;;
   esac
 done
 echo "[gpu_session] $((SECONDS - START)) s of $LIMIT"

@@ -175,6 +175,38 @@ def test_quiet_prepare_prints_no_progress(tmp_path, capsys, monkeypatch) -> None
     assert quiet.err == "" and "prepared 12 images" in quiet.out  # results stay
 
 
+def test_quiet_shows_warnings_errors_and_results_only(capsys) -> None:
+    """What -q means for every command: the library's INFO lines (stage headers, train-gan ticks)
+    go, warnings, errors and records marked as results (busgan run's verdict) stay."""
+    import logging
+    from busgan.progress import RESULT, is_quiet
+    log = logging.getLogger("busgan.pipeline")
+    for quiet, shown in ((False, "[1/14] prepare\n[train-gan] tick 1\nwarning: w\nerror: e\nverdict\n"),
+                         (True, "warning: w\nerror: e\nverdict\n")):
+        undo = cli._log_to_stdout(quiet)
+        assert is_quiet() or not quiet  # progress bars and lines off with -q
+        log.info("[1/14] prepare")
+        logging.getLogger("busgan.stylegan2.training").info("[train-gan] tick 1")
+        log.warning("warning: w")
+        log.error("error: e")
+        log.info("verdict", extra=RESULT)
+        undo()
+        assert capsys.readouterr().out == shown
+    log.info("verdict", extra=RESULT)  # the Python API stays quiet after a command
+    assert capsys.readouterr().out == ""
+
+
+def test_busgan_run_reports_through_the_logger() -> None:
+    """Nothing `busgan run` executes prints past -q: its stages log, and the GANs it trains get
+    a logger for their ticks (train_gan's own default is print)."""
+    modules = ("pipeline.py", "arms.py", "efficiency.py", "audit.py", "report.py", "generate_select.py",
+               "classifier/train.py", "classifier/select.py", "classifier/evaluate.py")
+    assert [m for m in modules if re.search(r"\bprint\(", (SRC / m).read_text(encoding="utf-8"))] == []
+    pipeline = (SRC / "pipeline.py").read_text(encoding="utf-8")
+    calls = re.findall(r"train_gan\((.*?)\)\n", pipeline, re.S)
+    assert calls and all("log=_gan_log" in c for c in calls)
+
+
 def test_every_json_writer_is_strict(tmp_path) -> None:
     obj = {"auc": math.nan, "p": [0.5, math.inf, -math.inf], "n": np.int64(3), "x": np.float32(0.25),
            "a": np.arange(3), "path": tmp_path, 7: "seven"}

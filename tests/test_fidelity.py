@@ -301,7 +301,7 @@ def test_cli_renders_a_snapshot(tmp_path, monkeypatch):
                               {"gan": dataclasses.asdict(cfg), "nimg": 2000})
     calls = []
 
-    def fake_renderer(snapshot, truncation):
+    def fake_renderer(snapshot, truncation, image_class=None):
         assert snapshot == path
         def render(seeds):
             calls.append(list(seeds))

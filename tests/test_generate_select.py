@@ -187,7 +187,7 @@ def _rows(path: Path) -> dict[str, dict[str, str]]:
 def test_resume_scores_only_new_seeds_and_rewrites_missing_ones(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(gen, "snapshot_device_renderer", lambda snapshot, psi: flat_render(calls))
+    monkeypatch.setattr(gen, "snapshot_device_renderer", lambda snapshot, psi, image_class=None: flat_render(calls))
     monkeypatch.setattr(gs, "SHOWN", 2)
     model = brightness_model(tmp_path / "m.keras", threshold=0.5, slope=10.0)  # unsaturated: top-N
     net = {"benign": _network(tmp_path / "gan" / "benign")}
@@ -228,7 +228,7 @@ def test_resume_scores_only_new_seeds_and_rewrites_missing_ones(tmp_path: Path,
 @pytest.mark.keras  # a Keras classifier scores: both backends
 def test_cli_generate_select_one_class_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(gen, "snapshot_device_renderer", lambda snapshot, psi: flat_render())
+    monkeypatch.setattr(gen, "snapshot_device_renderer", lambda snapshot, psi, image_class=None: flat_render())
     model = brightness_model(tmp_path / "m.keras", threshold=0.5)
     for c in CLASSES:
         args = ["generate", "--network", str(_network(tmp_path / "gan" / c)), "--out", str(tmp_path / "gen" / c),
@@ -255,7 +255,7 @@ def test_cli_generate_select_one_class_at_a_time(tmp_path: Path, monkeypatch: py
 def test_pipeline_quota_loop_runs_on_the_fused_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: dict[str, list[int]] = {c: [] for c in CLASSES}
     monkeypatch.setattr(gen, "snapshot_device_renderer",
-                        lambda snapshot, psi: flat_render(calls[snapshot.parent.name]))
+                        lambda snapshot, psi, image_class=None: flat_render(calls[snapshot.parent.name]))
     cfg = load_config(TINY)
     cfg.generate.n_per_class, cfg.generate.max_per_class, cfg.generate.batch_size = 6, 40, 8
     cfg.synthetic.per_class = 9

@@ -35,8 +35,12 @@ def _env() -> dict[str, str]:
     return {**os.environ, "BUSGAN_NO_PROGRESS": "1", "KERAS_BACKEND": "jax", **_CACHE}
 
 
-def _run(work: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(_cmd(work), env=_env(), capture_output=True, text=True, timeout=600)
+def _run(work: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_cmd(work) + list(options), env=_env(), capture_output=True, text=True,
+                          timeout=600)
+
+
+_QUIET: dict[str, subprocess.CompletedProcess[str]] = {}  # the reference run's output (-q)
 
 
 def _interrupt(work: Path, stage: int, delay: float, sig: int) -> str:
@@ -68,9 +72,27 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("uninterrupted")
     # A compilation cache of this test's own: the reruns below then start as fast as a user's.
     _CACHE["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax-cache"))
-    done = _run(work)
+    done = _run(work, "-q")  # quiet: what it prints is checked below, at no extra run
     assert done.returncode == 0, done.stderr[-3000:]
+    _QUIET["run"] = done
     return work
+
+
+def _verdict(work: Path) -> str:
+    return (work / "stats" / "stats.md").read_text(encoding="utf-8").rstrip("\n")
+
+
+def test_quiet_run_prints_warnings_and_the_verdict_only(reference: Path) -> None:
+    done = _QUIET["run"]
+    out = done.stdout
+    assert "\r" not in out + done.stderr
+    noise = ("[busgan run] [", "[busgan run] finished", "[train-gan]", "[busgan audit]", "model:", "===",
+             "epoch", "benign:", "malignant:")
+    assert [line for line in out.splitlines() if line.startswith(noise)] == []
+    assert "[busgan run] warning: data.size = 32 but gan.resolution = 16" in out  # tiny.toml's warning
+    assert f"[busgan run] report: {reference / 'report.md'} and" in out
+    assert out.rstrip("\n").endswith(_verdict(reference))  # the summary the run ends with
+    assert "DeLong p" in out and "McNemar exact p" in out
 
 
 def test_run_writes_reports_and_prints_the_papers_layout(reference: Path) -> None:
@@ -103,6 +125,8 @@ def test_second_run_skips_every_stage(reference: Path) -> None:
     again = _run(reference)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done before, skipped") == len(STAGES)
+    assert "\r" not in again.stdout + again.stderr  # a log file, as `> file 2>&1` writes it
+    assert again.stdout.rstrip("\n").endswith(_verdict(reference))
 
 
 def test_interrupted_runs_resume_to_the_same_figures(reference: Path, tmp_path: Path) -> None:

@@ -145,17 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _log_to_stdout(quiet: bool = False) -> Callable[[], None]:
-    """Show the library's messages (loggers under ``busgan``, INFO and up, WARNING and up when
-    ``quiet``) as plain lines on stdout, as the commands printed them, and silence progress
-    when ``quiet``; returns the function that undoes both."""
-    from busgan.progress import set_quiet
+    """Show the library's messages (loggers under ``busgan``, INFO and up; when ``quiet`` only
+    warnings, errors and results, see ``busgan.progress``) as plain lines on stdout, as the
+    commands printed them, and silence progress when ``quiet``; returns the function that
+    undoes both."""
+    from busgan.progress import is_shown_when_quiet, set_quiet
 
     logger = logging.getLogger("busgan")
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    if quiet:
+        handler.addFilter(is_shown_when_quiet)
     level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.setLevel(logging.INFO)
     logger.propagate = False  # once, also where the root logger has a handler
     was_quiet = set_quiet(quiet)
 
@@ -198,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in words[:end] or os.environ.get("BUSGAN_DEBUG", "") not in ("", "0")
     words = [w for i, w in enumerate(words) if not (i < end and w == "--debug")]
     args = parser.parse_args(words)
+    args.argv = words  # the command as given: --processes N reruns it in each worker
     prefix = f"busgan {args.command}"
     undo_logging = _log_to_stdout(quiet=bool(getattr(args, "quiet", False)))
     try:

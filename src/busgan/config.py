@@ -159,6 +159,10 @@ class GanConfig:
                                           "stage train-gan imports them instead of training")
     conditional: bool = opt(False, "one generator and one discriminator for both classes, conditioned on the "
                             "class label as in StyleGAN2-ADA (false: one unconditional GAN per class)")
+    init_from: dict[str, str] = opt({}, "start a class's GAN from other weights instead of random ones, e.g. "
+                                    "{ malignant = \"benign\" } (the other class's GAN trained first in "
+                                    "this run: transfer to the smaller class) or { malignant = \"gan.npz\" } "
+                                    "(a snapshot file or train-gan folder)")
     kimg: float = opt(10000.0, "training length in thousands of real images shown", effect="resume", range=(0.0, None))
     batch_size: int = opt(32, "global minibatch")
     gamma: float = opt(100.0, "R1 weight (the seed's runs: 100)", range=(0.0, None))

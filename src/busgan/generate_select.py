@@ -122,7 +122,7 @@ def _render_class(cls: str, snapshot: Path, universe: list[tuple[int, str]], fol
         bar.update(len(items))
 
     try:
-        render = gen.snapshot_device_renderer(snapshot, truncation) if todo else None
+        render = gen.snapshot_device_renderer(snapshot, truncation, image_class=cls) if todo else None
         for start in range(0, len(todo), batch_size):
             items = todo[start:start + batch_size]
             images = render(gen.padded([s for _, s, _ in items], batch_size))  # type: ignore[misc]
@@ -153,7 +153,7 @@ def generate_and_select(model_path: Path, networks: dict[str, Path], generated: 
     model_path, out_dir = Path(model_path), Path(out_dir)
     generated = {c: Path(generated[c]) for c in networks}
     snapshots = {c: gen.resolve_network(n) for c, n in networks.items()}
-    made = {c: gen.made_by(snapshots[c], truncation, fmt) for c in networks}
+    made = {c: gen.made_by(snapshots[c], truncation, fmt, image_class=c) for c in networks}
     written: set[str] = set()
     for c in networks:  # refuse a foreign --out before anything is written
         written |= select.check_out(out_dir, generated[c])

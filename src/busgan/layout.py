@@ -2,7 +2,8 @@
 
     data/{train,val,test}/{benign,malignant}/   prepared images (stage prepare)
     real/model.keras                            the real-trained classifier: selector, FID features
-    stylegan2/{benign,malignant}/               one GAN per class (snapshots, fid.csv, best.json)
+    stylegan2/{benign,malignant}/               one GAN per class (snapshots, fid.csv, best.json),
+    stylegan2/conditional/                      or one conditional GAN for both (gan.conditional)
     sgan_out/{benign,malignant}/                generated images
     selected/{benign,malignant}/                generated images the real classifier accepted
     audit/                                      the memorization audit: distances, plots,
@@ -53,6 +54,15 @@ ARM_NAMES = (REAL_ARM, SYNTHETIC_ARM, COMBINED_ARM, ORACLE_ARM)
 
 def data_split(work: Path, split: str) -> Path:
     return Path(work) / DATA / split
+
+
+CONDITIONAL_GAN = "conditional"
+"""stylegan2/conditional/: the one GAN of both classes when gan.conditional is set."""
+
+
+def gan_dir(work: Path, cls: str, conditional: bool) -> Path:
+    """The train-gan folder that generates class ``cls``: its own, or the conditional GAN's."""
+    return Path(work) / GANS / (CONDITIONAL_GAN if conditional else cls)
 
 
 def real_model(work: Path) -> Path:

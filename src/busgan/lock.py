@@ -5,7 +5,8 @@ drops the lock when its process dies (even by SIGKILL), so a stale lock cannot e
 no detection, and nothing is written into a folder that may hold the user's own files. The
 holder is named from ``/proc/locks`` (Linux). POSIX only, as is busgan's crash-safe writing.
 Processes of one multi-process training (``BUSGAN_PROCESS_ID`` > 0) work under the lock that
-process 0 holds.
+process 0 holds, and the workers ``--processes N`` starts (``BUSGAN_LOCKED_BY_PARENT``) under
+their parent's.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ def _holder(folder: Path) -> str:
 @contextlib.contextmanager
 def folder_lock(folder: Path, what: str = "work directory") -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (created) for the block, or refuse at once."""
-    if int(os.environ.get("BUSGAN_PROCESS_ID", "0") or 0) > 0:
-        yield  # process 0 of this training holds it
+    if int(os.environ.get("BUSGAN_PROCESS_ID", "0") or 0) > 0 or os.environ.get("BUSGAN_LOCKED_BY_PARENT"):
+        yield  # process 0 of this training, or the parent of the workers, holds it
         return
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,12 +7,17 @@ summary, versions and timings. A stage whose record matches the
 current config and inputs, and whose outputs are still there unchanged, is skipped, so the
 same command after a crash or Ctrl-C continues where it stopped. Stages that run for long
 (GAN training, generation, selection) also resume inside themselves.
+
+Messages are logged (``busgan.pipeline``): stage headers at INFO, warnings at WARNING; the
+report's path and the verdict, printed last, are results (``busgan.progress.RESULT``), so
+``busgan run -q`` shows only warnings, errors and those.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import time
 import zlib
 from collections.abc import Callable
@@ -25,8 +30,12 @@ from busgan.config import Config, GanConfig, config_hash, result_values
 from busgan.errors import BusganError
 from busgan.fileio import read_json, remove_stale_temporaries, sha256_file
 from busgan.lock import folder_lock
+from busgan.progress import RESULT
 from busgan.records import read_record, write_record
 from busgan.versions import software_versions
+
+log = logging.getLogger(__name__)
+_gan_log = logging.getLogger("busgan.stylegan2.training").info  # ticks: hidden by --quiet
 
 
 @dataclass(frozen=True)
@@ -108,16 +117,29 @@ def _train_gans(ctx: Context) -> dict[str, Any]:
         return _import_gans(ctx)
     warning = resolution_mismatch(ctx.cfg)
     if warning:
-        print(f"[busgan run] warning: {warning}", flush=True)
-    feature_model = layout.real_model(ctx.work)
+        log.warning(f"[busgan run] warning: {warning}")
+    w, gan = ctx.work, ctx.cfg.gan
+    train, val = layout.data_split(w, "train"), layout.data_split(w, "val")
+    if gan.conditional:  # one GAN for both classes, on the folder of class folders
+        snapshot = train_gan(train, layout.gan_dir(w, CLASSES[0], True), gan, resume=True,
+                             feature_model=layout.real_model(w), floor_dir=val, log=_gan_log)
+        rel = str(Path(snapshot).relative_to(w))
+        return {"best_snapshots": {c: rel for c in CLASSES}, "conditional": True}
     best: dict[str, Any] = {}
-    for cls in CLASSES:
-        snapshot = train_gan(layout.data_split(ctx.work, "train") / cls, ctx.work / layout.GANS / cls,
-                             class_gan_config(ctx.cfg.gan, cls), resume=True,
-                             feature_model=feature_model,
-                             floor_dir=layout.data_split(ctx.work, "val") / cls)
-        best[cls] = str(Path(snapshot).relative_to(ctx.work))
-    return {"best_snapshots": best}
+    for cls in init_order(gan.init_from):
+        source = gan.init_from.get(cls)
+        init = None if source is None else (layout.gan_dir(w, source, False) if source in CLASSES
+                                            else Path(source).expanduser())
+        snapshot = train_gan(train / cls, layout.gan_dir(w, cls, False), class_gan_config(gan, cls),
+                             resume=True, feature_model=layout.real_model(w), floor_dir=val / cls,
+                             init_from=init, log=_gan_log)
+        best[cls] = str(Path(snapshot).relative_to(w))
+    return {"best_snapshots": best, **({"init_from": dict(gan.init_from)} if gan.init_from else {})}
+
+
+def init_order(init_from: dict[str, str]) -> list[str]:
+    """The classes in training order: one started from another class's GAN comes after it."""
+    return sorted(CLASSES, key=lambda c: init_from.get(c) in CLASSES)
 
 
 def _generate(ctx: Context) -> dict[str, Any]:
@@ -131,7 +153,7 @@ def _generate(ctx: Context) -> dict[str, Any]:
     wanted = {cls: g.n_per_class for cls in CLASSES}
     while True:
         summary = generate_and_select(
-            layout.real_model(w), {c: w / layout.GANS / c for c in CLASSES},
+            layout.real_model(w), {c: layout.gan_dir(w, c, ctx.cfg.gan.conditional) for c in CLASSES},
             {c: w / layout.GENERATED / c for c in CLASSES}, w / layout.SELECTED,
             {c: range(1, wanted[c] + 1) for c in CLASSES}, g.truncation, g.batch_size, g.format,
             ctx.cfg.select)
@@ -146,9 +168,9 @@ def _generate(ctx: Context) -> dict[str, Any]:
         for c, n in short.items():  # enough for the quota at the acceptance rate seen, +10%
             rate = max(accepted.get(c, 0), 1) / n
             wanted[c] = min(cap, max(2 * n, int(1.1 * quota / rate) + 1))
-        print(f"[busgan run] accepted {', '.join(f'{accepted.get(c, 0)} {c}' for c in CLASSES)} of {quota} "
-              f"needed per class: generating up to {', '.join(f'{wanted[c]} {c}' for c in CLASSES)} "
-              f"(cap {cap} per class)", flush=True)
+        log.info(f"[busgan run] accepted {', '.join(f'{accepted.get(c, 0)} {c}' for c in CLASSES)} of {quota} "
+                 f"needed per class: generating up to {', '.join(f'{wanted[c]} {c}' for c in CLASSES)} "
+                 f"(cap {cap} per class)")
 
 
 def _independence(ctx: Context) -> dict[str, Any]:
@@ -156,9 +178,9 @@ def _independence(ctx: Context) -> dict[str, Any]:
     from busgan.stylegan2.independence import paired_correlations
     result = paired_correlations(ctx.work / layout.GENERATED, layout.data_split(ctx.work, "train"))
     if result.get("warning"):
-        print(f"[busgan run] warning: same-seed images of the two class GANs correlate at a median "
-              f"of {result['generated_median']:.3f}, above the 99th percentile of real benign-"
-              f"malignant pairs ({result['real_p99']:.3f}): the class GANs make similar pictures", flush=True)
+        log.warning(f"[busgan run] warning: same-seed images of the two class GANs correlate at a median "
+                    f"of {result['generated_median']:.3f}, above the 99th percentile of real benign-"
+                    f"malignant pairs ({result['real_p99']:.3f}): the class GANs make similar pictures")
     return result
 
 
@@ -225,7 +247,7 @@ STAGES: tuple[Stage, ...] = (
           _files(f"{layout.DATA}/manifest.csv"), paper="0", alias=0),
     Stage("train-real", "classifier on real images", ("classifier",), ("prepare",), _train_real,
           _files(f"{layout.REAL}/{layout.MODEL_FILE}"), paper="1-1", alias=1),
-    Stage("train-gan", "StyleGAN2 per class", ("gan",), ("prepare", "train-real"), _train_gans,
+    Stage("train-gan", "StyleGAN2 per class (or one conditional)", ("gan",), ("prepare", "train-real"), _train_gans,
           _files(layout.GANS), paper="1-2", alias=2),
     Stage("generate", "generation (to the synthetic arm's quota)",
           ("generate", "select", "synthetic.per_class", "synthetic.rounds"), ("train-gan", "train-real"),
@@ -355,10 +377,29 @@ def validate_paths(cfg: Config, work: Path | None = None) -> None:
             if not Path(pkl).expanduser().is_file():
                 raise BusganError(f"config key 'gan.import': {cls} network {pkl} not found; give the "
                                   "path of a network-snapshot-*.pkl")
+    _check_init_from(cfg)
     w = cfg.classifier.weights
     if w not in ("imagenet", "none") and not Path(w).is_file():
         raise BusganError(f"config key 'classifier.weights': file {w} not found; "
                           "give a local weights file, 'imagenet' or 'none'")
+
+
+def _check_init_from(cfg: Config) -> None:
+    """gan.init_from: each class at most once, from the other class or an existing snapshot."""
+    init = cfg.gan.init_from
+    example = 'init_from = { malignant = "benign" }'
+    if init and (cfg.gan.conditional or cfg.gan.import_networks):
+        raise BusganError("config key 'gan.init_from': only for GANs trained per class (not with "
+                          "gan.conditional or gan.import); remove it")
+    for cls, source in init.items():
+        if cls not in CLASSES:
+            raise BusganError(f"config key 'gan.init_from': {cls!r} is not a class; give e.g. {example}")
+        if source == cls or (source in CLASSES and init.get(source) in CLASSES):
+            raise BusganError(f"config key 'gan.init_from': {cls} from {source} is circular; start one "
+                              f"class from the other (e.g. {example}), not both")
+        if source not in CLASSES and not Path(source).expanduser().exists():
+            raise BusganError(f"config key 'gan.init_from': {cls} starts from {source}, which does not "
+                              "exist; give the other class's name, a snapshot-*.npz or a train-gan folder")
 
 
 def _fmt(seconds: float) -> str:
@@ -405,20 +446,19 @@ def _run_locked(cfg: Config, work: Path, chosen: list[Stage], only: bool,
         head = f"[busgan run] {stage_header(stage)}: {stage.title} · elapsed {_fmt(time.monotonic() - start)}{eta}"
         current = read_record(work, stage.name) if is_current(cfg, work, stage) else None
         if current is not None:
-            print(f"{head} · done before, skipped", flush=True)
+            log.info(f"{head} · done before, skipped")
             records[stage.name] = current
             continue
-        print(head, flush=True)
+        log.info(head)
         records[stage.name] = _run_stage(cfg, work, stage)
-    print(f"[busgan run] finished {', '.join(s.name for s in chosen)} in {_fmt(time.monotonic() - start)}",
-          flush=True)
-    verdict = work / layout.STATS / "stats.md"
-    if any(s.name == "compare" for s in chosen) and verdict.is_file():
-        print("\n" + verdict.read_text(encoding="utf-8"), flush=True)  # what the run was for
+    log.info(f"[busgan run] finished {', '.join(s.name for s in chosen)} in {_fmt(time.monotonic() - start)}")
     if report and all(read_record(work, s.name) for s in STAGES if s.enabled(cfg)):
         from busgan.report import write_report
         md, html = write_report(cfg, work)
-        print(f"[busgan run] report: {md} and {html}")
+        log.info(f"[busgan run] report: {md} and {html}", extra=RESULT)
+    verdict = work / layout.STATS / "stats.md"
+    if any(s.name == "compare" for s in chosen) and verdict.is_file():  # last: what the run was for
+        log.info("\n" + verdict.read_text(encoding="utf-8").rstrip("\n"), extra=RESULT)
     return records
 
 

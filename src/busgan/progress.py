@@ -6,10 +6,15 @@ first, then the other figures and the rate are left out. Off a terminal (a pipe,
 CI logs) no carriage return is ever written: each bar becomes one plain line when it ends
 (an epoch, a generation chunk, a scoring pass), plus one line a minute while a long one runs.
 ``set_quiet(True)`` (the CLI's ``--quiet``) or ``BUSGAN_NO_PROGRESS=1`` silences both.
+
+What ``--quiet`` leaves: warnings, errors and results. A command's results are what it prints
+itself; library code logs, and marks a record that is a result with ``extra=RESULT`` (e.g.
+``busgan run``'s verdict and the report's path), which ``is_shown_when_quiet`` lets through.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -27,7 +32,14 @@ PRIORITY = ("loss", "val_loss", "val_auc")
 LINE_INTERVAL_S = 60.0
 """Off a terminal: seconds between the lines of a bar still running."""
 MIN_BAR, MAX_BAR = 4, 30
+RESULT: dict[str, Any] = {"result": True}
+"""``extra=`` of a log record that is a result: shown also with ``--quiet``."""
 _quiet = False
+
+
+def is_shown_when_quiet(record: logging.LogRecord) -> bool:
+    """Whether ``--quiet`` shows this log record: a warning, an error or a result."""
+    return record.levelno >= logging.WARNING or bool(getattr(record, "result", False))
 
 
 def set_quiet(quiet: bool) -> bool:

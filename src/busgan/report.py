@@ -11,17 +11,16 @@ import base64
 import csv
 import html
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from busgan import CLASSES, layout
 from busgan.config import Config
 from busgan.fileio import atomic_path, atomic_write_text, read_json
-from busgan.imaging import image_grid
 from busgan.records import read_records
 from busgan.stats.verdict import verdict_parts
 
@@ -29,7 +28,8 @@ from busgan.stats.verdict import verdict_parts
 @dataclass
 class Document:
     """A report as blocks: ("h", level, text), ("p", text), ("table", header, rows),
-    ("pre", text), ("img", path, caption)."""
+    ("pre", text), ("img", path, caption), ("row", [(path, label)], caption): images side by
+    side, ("details", summary, text): preformatted text folded under a summary line."""
 
     blocks: list[tuple[Any, ...]] = field(default_factory=list)
 
@@ -49,39 +49,83 @@ class Document:
         if path.is_file():
             self.blocks.append(("img", path, caption))
 
+    def row(self, images: list[tuple[Path, str]], caption: str) -> None:
+        shown = [(path, label) for path, label in images if path.is_file()]
+        if shown:
+            self.blocks.append(("row", shown, caption))
+
+    def details(self, summary: str, text: str) -> None:
+        self.blocks.append(("details", summary, text))
+
     def markdown(self, base: Path, embed: bool = False) -> str:
         """The report in Markdown; images as paths relative to ``base``, or with ``embed`` as
         data URIs (a self-contained page)."""
-        out: list[str] = []
-        for b in self.blocks:
-            if b[0] == "h":
-                out.append(f"{'#' * b[1]} {b[2]}\n")
-            elif b[0] == "p":
-                out.append(f"{b[1]}\n")
-            elif b[0] == "table":
-                out.append("| " + " | ".join(b[1]) + " |")
-                out.append("|" + "---|" * len(b[1]))
-                out.extend("| " + " | ".join(r) + " |" for r in b[2])
-                out.append("")
-            elif b[0] == "pre":
-                out.append(f"```\n{b[1].rstrip()}\n```\n")
-            elif b[0] == "img":
-                src = (f"data:image/png;base64,{base64.b64encode(b[1].read_bytes()).decode('ascii')}"
-                       if embed else b[1].relative_to(base).as_posix())
-                out.append(f"![{b[2]}]({src})\n\n*{b[2]}*\n")
-        return "\n".join(out)
+        return _markdown(self.blocks, base, embed)
 
     def html(self, title: str, base: Path) -> str:
         """A self-contained HTML page of the same Markdown, rendered by markdown-it-py (a
-        maintained CommonMark renderer; raw HTML in the text is escaped, not passed through)."""
+        maintained CommonMark renderer; raw HTML in the text is escaped, not passed through:
+        the one element it cannot write, a folded ``details`` block, is written here)."""
         from markdown_it import MarkdownIt
-        body = MarkdownIt("commonmark", {"html": False}).enable("table").render(self.markdown(base, embed=True))
+        renderer = MarkdownIt("commonmark", {"html": False}).enable("table")
+        body, run = [], []
+        for b in [*self.blocks, ("end",)]:
+            if b[0] not in ("details", "end"):
+                run.append(b)
+                continue
+            body.append(renderer.render(_markdown(run, base, embed=True)))
+            run = []
+            if b[0] == "details":
+                body.append(f"<details><summary>{html.escape(b[1])}</summary>\n"
+                            f"<pre><code>{html.escape(b[2].rstrip())}</code></pre></details>\n")
         return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
+                "<style>body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;"
                 "line-height:1.45;padding:0 1em}table{border-collapse:collapse;margin:.5em 0}"
-                "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}"
-                "td:first-child{text-align:left}pre{background:#f6f6f6;padding:.6em;overflow:auto}"
-                "img{max-width:100%}</style></head><body>\n" + body + "</body></html>\n")
+                "td,th{border:1px solid #bbb;padding:3px 8px}th{background:#eee}"
+                "pre{background:#f6f6f6;padding:.6em;overflow:auto}img{max-width:100%}"
+                "p>img{margin:0 6px 6px 0;vertical-align:top}"
+                "summary{cursor:pointer;font-weight:600;margin:.5em 0}</style></head><body>\n"
+                + "".join(body) + "</body></html>\n")
+
+
+def _markdown(blocks: list[tuple[Any, ...]], base: Path, embed: bool) -> str:
+    """Blocks as Markdown (see ``Document.markdown``); numeric table columns right-aligned."""
+    def src(path: Path) -> str:
+        return (f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+                if embed else path.relative_to(base).as_posix())
+
+    out: list[str] = []
+    for b in blocks:
+        if b[0] == "h":
+            out.append(f"{'#' * b[1]} {b[2]}\n")
+        elif b[0] == "p":
+            out.append(f"{b[1]}\n")
+        elif b[0] == "table":
+            out.append("| " + " | ".join(b[1]) + " |")
+            out.append("|" + "".join("---:|" if _numeric([r[i] for r in b[2]]) else ":---|"
+                                     for i in range(len(b[1]))))
+            out.extend("| " + " | ".join(r) + " |" for r in b[2])
+            out.append("")
+        elif b[0] == "pre":
+            out.append(f"```\n{b[1].rstrip()}\n```\n")
+        elif b[0] == "img":
+            out.append(f"![{b[2]}]({src(b[1])})\n\n*{b[2]}*\n")
+        elif b[0] == "row":
+            out.append(" ".join(f"![{label}]({src(path)})" for path, label in b[1]) + f"\n\n*{b[2]}*\n")
+        elif b[0] == "details":  # GitHub and most Markdown viewers fold it; the HTML page does
+            out.append(f"<details><summary>{html.escape(b[1])}</summary>\n\n```\n{b[2].rstrip()}\n```\n\n"
+                       "</details>\n")
+    return "\n".join(out)
+
+
+_NUMBER = re.compile(r"[+-]?(\d[\d,]*(\.\d*)?|\.\d+)(e[+-]?\d+)?%?(\s|$)|\d+(:\d\d)+$", re.I)
+
+
+def _numeric(column: list[str]) -> bool:
+    """Whether a table column holds figures (most cells start with a number, a time such as
+    1:23 included, a version such as 0.10.2 not): right-aligned."""
+    cells = [c.strip() for c in column if c.strip() not in ("", "-")]
+    return bool(cells) and 2 * sum(bool(_NUMBER.match(c)) for c in cells) > len(cells)
 
 
 def _cell(value: Any) -> str:
@@ -111,7 +155,8 @@ def build_document(cfg: Config, work: Path) -> Document:
         doc.p("**Data: simulated phantom images** (busgan phantom), not patient images; "
               "the figures below say nothing about clinical performance.")
     else:
-        doc.p(f"Data: {cfg.data.source}")
+        doc.p(f"Data: the images in {Path(cfg.data.source).name or cfg.data.source} (data.source in the "
+              "configuration below).")
     doc.p(_verdict(stats))
 
     doc.h(2, "Dataset (stage 0)")
@@ -122,13 +167,13 @@ def build_document(cfg: Config, work: Path) -> Document:
         doc.table(["split", *CLASSES, "total"], rows)
     dups = prep.get("duplicates")
     if dups is not None:
-        doc.p(f"Duplicates found (kept in one split each): {_describe(dups)}.")
+        doc.p(f"Duplicates: {_duplicates(dups)}.")
 
     doc.h(2, "Images used by each stage")
     doc.table(["stage", "images"], _usage_rows(cfg, work, records))
     syn = records.get("arm-synthetic", {}).get("summary", {})
     if syn.get("shortfall"):
-        doc.p(f"**Shortfall:** selection kept {syn.get('selected')} images, fewer than "
+        doc.p(f"**Shortfall:** selection kept {_per_class(syn.get('selected'))} images, fewer than "
               f"synthetic.per_class = {syn.get('per_class_wanted')}; the synthetic classifier "
               f"trained on {syn.get('per_class_trained')} per class (balanced).")
     doc.p("The GANs, the FID reference set and the selection used training images only; "
@@ -142,13 +187,16 @@ def build_document(cfg: Config, work: Path) -> Document:
         text = layout.arm_test_dir(work, arm, 1) / "report.txt"
         if text.is_file():
             doc.h(3, f"{arm} arm, replicate 1: the paper's printout")
-            doc.pre(text.read_text())
+            doc.p(f"Figures rounded to 4 decimals; the exact printout is in "
+                  f"{text.relative_to(work).as_posix()}.")
+            doc.pre(printout(text.read_text(encoding="utf-8"), work))
             doc.img(layout.arm_test_dir(work, arm, 1) / "roc.png", f"ROC of the {arm} arm, replicate 1")
             doc.img(layout.arm_test_dir(work, arm, 1) / "confusion.png",
                     f"Confusion matrix of the {arm} arm, replicate 1")
-            curve = _learning_curve(work, arm)
+            curve = plot_learning_curve(work, arm)
             if curve is not None:
-                doc.img(curve, f"Learning curve of the {arm} arm, replicate 1 (real validation images)")
+                doc.img(curve, f"Learning curve of the {arm} arm, replicate 1 (validation: real images); "
+                               "the dashed line marks the best epoch, whose weights were kept")
 
     doc.h(2, "The verdict and the tests (stage compare)")
     if stats.get("primary"):
@@ -156,7 +204,9 @@ def build_document(cfg: Config, work: Path) -> Document:
         for text in parts["primary"]:
             doc.p(text)
         doc.h(3, "Every arm (secondary arms: intervals, no tests)")
-        doc.table(*parts["arms"])
+        header, rows = parts["arms"]  # stats.json's keys come back sorted: the layout's order
+        order = {arm: i for i, arm in enumerate(layout.ARM_NAMES)}
+        doc.table(header, sorted(rows, key=lambda r: order.get(r[0], len(order))))
         doc.h(3, "Per replicate: DeLong (H0: equal AUCs) and McNemar (H0: equal error rates)")
         doc.table(*parts["per_replicate"])
         for w in parts["warnings"]:
@@ -172,24 +222,29 @@ def build_document(cfg: Config, work: Path) -> Document:
               f"{ind['real_p99']:.3f}." + (" **Warning: the class GANs make similar pictures.**"
                                            if ind.get("warning") else ""))
     for cls in CLASSES:
-        for path, caption in _grids(work, cls):
-            doc.img(path, caption)
+        doc.row(*_grids(work, cls))
 
     doc.h(2, "FID per snapshot (stage 2)")
-    for cls in CLASSES:
+    conditional = _conditional(work)
+    if conditional:
+        doc.p("One conditional StyleGAN2 for both classes (gan.conditional): FID and KID per class, "
+              "and their mean, which chose the best snapshot.")
+    for cls in [layout.CONDITIONAL_GAN] if conditional else CLASSES:
         fid = work / layout.GANS / cls / "fid.csv"
         if fid.is_file():
             with open(fid, newline="") as f:
                 rows = list(csv.reader(f))
             if rows:
                 doc.h(3, cls)
-                doc.table(rows[0], rows[1:])
+                doc.table([h.upper() if h in ("fid", "kid") else h for h in rows[0]],
+                          [[_figure(c) for c in r] for r in rows[1:]])
         best = _load(work / layout.GANS / cls / "best.json")
         if best:
-            doc.p(f"{cls}: best snapshot {_describe(best)}")
+            doc.p(f"{cls}: best snapshot {_best_snapshot(best)}")
         losses = plot_gan_losses(work, cls)
         if losses is not None:
             doc.img(losses, f"{cls}: generator and discriminator losses, R1 penalty and ADA p against kimg")
+    for cls in CLASSES:
         curves = plot_fidelity_curves(work, cls)
         if curves is not None:
             doc.img(curves, f"{cls}: KID, FID, precision and recall per snapshot in each feature space "
@@ -209,8 +264,10 @@ def build_document(cfg: Config, work: Path) -> Document:
     add_efficiency_section(doc, work)  # the data-efficiency curve, when it ran
 
     doc.h(2, "Time per stage")
-    doc.table(["stage", "seconds"], [[name, rec.get("seconds", "-")] for name, rec in records.items()])
-    doc.p(f"Total: {sum(float(r.get('seconds', 0)) for r in records.values()):.0f} s "
+    from busgan.pipeline import STAGES
+    timed = [(s.name, records[s.name]) for s in STAGES if s.name in records]
+    doc.table(["stage", "time (m:ss)"], [[name, clock(float(rec.get("seconds", 0)))] for name, rec in timed])
+    doc.p(f"Total: {clock(sum(float(r.get('seconds', 0)) for _, r in timed))} "
           "(stages run in earlier invocations included).")
 
     _configuration(cfg, work, doc)
@@ -228,12 +285,67 @@ def _verdict(stats: dict[str, Any]) -> str:
     return f"**Result (pre-specified primary comparison):** {decision['statement']}."
 
 
-def _learning_curve(work: Path, arm: str) -> Path | None:
-    """The learning_curve.png of the arm's replicate 1 (its last cascade round), if any."""
+def _training_folder(work: Path, arm: str) -> Path | None:
+    """The folder with history.csv of the arm's replicate 1 (its last cascade round), if any."""
     rep = layout.replicate_dir(work, arm, 1)
-    candidates = [work / layout.REAL / "learning_curve.png"] if arm == layout.REAL_ARM else []
-    candidates += [rep / "learning_curve.png", *sorted(rep.glob("round*/learning_curve.png"), reverse=True)]
-    return next((c for c in candidates if c.is_file()), None)
+    candidates = [work / layout.REAL] if arm == layout.REAL_ARM else []
+    candidates += [rep, *sorted(rep.glob("round*"), reverse=True)]
+    return next((c for c in candidates if (c / "history.csv").is_file()), None)
+
+
+def plot_learning_curve(work: Path, arm: str) -> Path | None:
+    """report_assets/learning_curve_ARM.png: loss and AUC per epoch, training and validation,
+    the best epoch (train.json's, whose weights were kept) marked; None without a history."""
+    folder = _training_folder(work, arm)
+    if folder is None:
+        return None
+    with open(folder / "history.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("epoch")]
+    if not rows:
+        return None
+    import matplotlib.pyplot as plt
+    from busgan.stats.plot import _save as _save_figure  # the project's PNG writer
+    best = (_load(folder / "train.json") or {}).get("best_epoch")
+    epochs = [int(float(r["epoch"])) for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharex=True)
+    for ax, key in zip(axes, ("loss", "auc")):
+        for name, style in ((key, "-o"), (f"val_{key}", "-s")):
+            pts = [(e, float(r[name])) for e, r in zip(epochs, rows) if r.get(name) not in (None, "")]
+            if pts:
+                ax.plot([e for e, _ in pts], [v for _, v in pts], style, label=name)
+        if best is not None:
+            ax.axvline(best, color="k", linestyle="--", linewidth=1, label=f"best epoch ({best})")
+        ax.set_title("loss" if key == "loss" else "AUC")
+        ax.set_xlabel("epoch")
+        ax.set_xlim(min(epochs) - 0.3, max(epochs) + 0.3)  # a best first or last epoch off the frame
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{arm} arm, replicate 1: learning curve")
+    target = _save_figure(fig, work / "report_assets" / f"learning_curve_{_file_name(arm)}.png")
+    plt.close(fig)
+    return target
+
+
+def _file_name(arm: str) -> str:
+    return arm.replace("+", "_plus_")
+
+
+_LONG_DECIMAL = re.compile(r"(?<![\w.])(\d+\.\d{5,})(?![\w.])")
+
+
+def printout(text: str, work: Path) -> str:
+    """A classifier printout as the report shows it: paths relative to the work directory and
+    figures rounded to 4 decimals (0.4444444444444444 -> 0.4444)."""
+    for prefix in {str(work.resolve()), str(work), str(work.absolute())}:
+        text = text.replace(prefix.rstrip("/") + "/", "")
+    return _LONG_DECIMAL.sub(lambda m: f"{float(m.group(1)):.4f}", text)
+
+
+def clock(seconds: float) -> str:
+    """A duration as m:ss, or h:mm:ss from an hour."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def _toml_value(value: Any) -> str:
@@ -256,8 +368,9 @@ def _configuration(cfg: Config, work: Path, doc: Document) -> None:
             lines.append(f"{key} = {_toml_value(value)}" if value is not None else f"# {key}: unset")
         lines.append("")
     doc.h(2, "Configuration (every key, as resolved)")
-    doc.p("Reproduce: save the block below as config.toml and run `busgan run config.toml --work WORK`.")
-    doc.pre("\n".join(lines))
+    doc.p("Reproduce: save the configuration below as config.toml and run "
+          "`busgan run config.toml --work WORK`.")
+    doc.details("The configuration (click to show)", "\n".join(lines))
 
 
 def _arm_results(work: Path) -> dict[str, list[dict[str, Any]]]:
@@ -300,21 +413,50 @@ def _usage_rows(cfg: Config, work: Path, records: dict[str, dict[str, Any]]) -> 
     return rows
 
 
-def _grids(work: Path, cls: str) -> list[tuple[Path, str]]:
-    """The real and generated contact sheets written by ``write_real_grids``."""
+def _grids(work: Path, cls: str) -> tuple[list[tuple[Path, str]], str]:
+    """The contact sheets ``write_real_grids`` wrote for a class, and their caption."""
     assets = work / "report_assets"
-    return [(assets / f"real_{cls}.png", f"{cls}: real training images"),
-            (assets / f"generated_{cls}.png", f"{cls}: generated images (the first 16 seeds), at the same scale"),
-            (assets / f"selected_{cls}.png", f"{cls}: generated images the real classifier accepted (first 16)"),
-            (assets / f"rejected_{cls}.png", f"{cls}: generated images it rejected (first 16)")]
+    sheets = [(assets / f"{name}_{cls}.png", f"{cls}: {label}") for name, label in GRIDS]
+    caption = (f"{cls}: real training images, generated images (the first seeds), and the generated "
+               "images the real classifier accepted and rejected; every tile at the same size (images "
+               "enlarged by a whole factor, pixels kept square; each label gives the images' own size)")
+    return sheets, caption
 
 
-def _describe(value: Any) -> str:
+def _duplicates(d: dict[str, Any]) -> str:
+    """prepare.json's duplicates as a sentence."""
+    if not d.get("groups"):
+        return "none found"
+    text = (f"{d['groups']} group(s) of {d.get('images_in_groups', 0)} images ({d.get('exact_pairs', 0)} "
+            f"exact, {d.get('near_pairs', 0)} near pairs), each group kept in one split")
+    if d.get("cross_class_groups"):
+        text += f"; {d['cross_class_groups']} span both classes"
+    return text + (f"; {d['moved_to_test']} image(s) moved to test" if d.get("moved_to_test") else "")
+
+
+def _per_class(value: Any) -> str:
+    """{"benign": 23, "malignant": 5} -> "23 benign, 5 malignant" (anything else as text)."""
     if isinstance(value, dict):
-        return ", ".join(f"{k} {_describe(v)}" for k, v in value.items())
-    if isinstance(value, list):
-        return f"{len(value)} groups" if value and isinstance(value[0], (list, dict)) else str(value)
+        return ", ".join(f"{n} {c}" for c, n in value.items())
     return str(value)
+
+
+def _figure(text: str) -> str:
+    """A CSV cell as the report shows it: numbers to 4 significant digits, text as it is."""
+    try:
+        return f"{float(text):.4g}"
+    except ValueError:
+        return text
+
+
+def _best_snapshot(best: dict[str, Any]) -> str:
+    """best.json as a sentence: snapshot, kimg, FID, KID, feature space."""
+    parts = [Path(str(best.get("snapshot", "?"))).name]
+    if isinstance(best.get("kimg"), (int, float)):
+        parts.append(f"at kimg {best['kimg']:.4g}")
+    figures = [f"{k.upper()} {best[k]:.4g}" for k in ("fid", "kid") if isinstance(best.get(k), (int, float))]
+    text = " ".join(parts) + (": " + ", ".join(figures) if figures else "")
+    return text + (f" (features {best['features']})" if best.get("features") else "")
 
 
 def plot_gan_losses(work: Path, cls: str) -> Path | None:
@@ -328,7 +470,7 @@ def plot_gan_losses(work: Path, cls: str) -> Path | None:
         rows = list(csv.DictReader(f))
     if not rows:
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), sharex=True)  # R1 is logged on some ticks only
     for ax, keys, title in ((axes[0], ("loss_g", "loss_d"), "losses"), (axes[1], ("r1_penalty",), "R1 penalty"),
                             (axes[2], ("ada_p",), "ADA probability p")):
         for key in keys:
@@ -344,15 +486,20 @@ def plot_gan_losses(work: Path, cls: str) -> Path | None:
     return target
 
 
+def _conditional(work: Path) -> bool:
+    """Whether the run trained one conditional GAN (stylegan2/conditional/) for both classes."""
+    return (work / layout.GANS / layout.CONDITIONAL_GAN).is_dir()
+
+
 def plot_fidelity_curves(work: Path, cls: str) -> Path | None:
     """report_assets/fidelity_CLASS.png from the class's metrics.csv (train-gan), or None."""
-    source = work / layout.GANS / cls / "metrics.csv"
+    source = layout.gan_dir(work, cls, _conditional(work)) / "metrics.csv"
     if not source.is_file():
         return None
     import matplotlib.pyplot as plt
     from busgan.stats.plot import _save as _save_figure  # the project's PNG writer
-    with open(source, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("kimg")]
+    with open(source, newline="", encoding="utf-8") as f:  # a conditional GAN's file has every class
+        rows = [r for r in csv.DictReader(f) if r.get("kimg") and r.get("class", cls) in (cls, "")]
     if not rows:
         return None
     metrics = ("kid", "fid", "precision", "recall")
@@ -376,34 +523,63 @@ def plot_fidelity_curves(work: Path, cls: str) -> Path | None:
     return target
 
 
-def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, default=str)
+GRIDS = (("real", "real (training)"), ("generated", "generated"), ("selected", "generated, accepted"),
+         ("rejected", "generated, rejected"))
+"""The contact sheets of each class (report_assets/NAME_CLASS.png) and their labels."""
+TILE_MIN = 64
+"""Smallest side of a tile on a contact sheet, in pixels: small images are enlarged to it."""
 
 
-def write_real_grids(work: Path, n: int = 16) -> None:
-    """Contact sheets of real training images and generated ones, side by side in the report."""
+def write_real_grids(work: Path, n: int = 16, cols: int = 4) -> None:
+    """Contact sheets of real training images and generated ones (all, accepted, rejected), the
+    first ``n`` of each, every tile at one size: each class's largest image side, enlarged by a
+    whole factor to at least TILE_MIN (nearest neighbour, so the pixels stay visible); each
+    sheet labelled with what it shows and its images' own size."""
     for cls in CLASSES:
         files = sorted((layout.data_split(work, "train") / cls).glob("*.png"))[:n]
         generated = sorted((work / layout.GENERATED / cls).glob("seed*.png"))
         kept = {p.name for p in (work / layout.SELECTED / cls).glob("seed*.png")}
-        groups = (("real", files), ("generated", generated[:n]),
-                  ("selected", [p for p in generated if p.name in kept][:n]),
+        groups = {"real": files, "generated": generated[:n],
+                  "selected": [p for p in generated if p.name in kept][:n],
                   # the generated folder keeps the first seeds of each class whatever the
                   # selection decided, so rejected examples are always on disk
-                  ("rejected", [p for p in generated if p.name not in kept][:n] if kept else []))
-        for name, group in groups:
-            if not group:
-                continue
-            with Image.open(group[0]) as first:
-                side = first.size[0]
-            tiles = []
-            for f in group:
-                with Image.open(f) as im:
-                    tiles.append(np.asarray(im.convert("L").resize((side, side)))[..., None])
-            sheet = Image.fromarray(image_grid(np.stack(tiles), cols=8)[..., 0])
+                  "rejected": [p for p in generated if p.name not in kept][:n] if kept else []}
+        sides = {}
+        for name, group in groups.items():
+            if group:
+                with Image.open(group[0]) as first:
+                    sides[name] = first.size[0]
+        side = max(sides.values(), default=1)
+        tile = side * -(-TILE_MIN // side)
+        for name, label in GRIDS:
             target = work / "report_assets" / f"{name}_{cls}.png"
+            if not groups[name]:
+                target.unlink(missing_ok=True)  # none now: no stale sheet of an earlier run
+                continue
+            sheet = _contact_sheet(groups[name], tile, cols, f"{cls}: {label}, {sides[name]}x{sides[name]}")
             with atomic_path(target) as tmp:
                 sheet.save(tmp, format="PNG")
+
+
+def _contact_sheet(files: list[Path], tile: int, cols: int, label: str, gap: int = 4) -> Image.Image:
+    """The images as ``tile``-pixel squares in grey frames, ``cols`` to a row, a label above."""
+    from PIL import ImageDraw, ImageFont
+    font, head = ImageFont.load_default(size=13), 20
+    cols = min(cols, len(files))
+    rows = -(-len(files) // cols)
+    step = tile + gap
+    width = max(cols * step, int(font.getlength(label)) + 4)
+    sheet = Image.new("L", (width, head + rows * step), 255)
+    draw = ImageDraw.Draw(sheet)
+    draw.text((1, 2), label, fill=0, font=font)
+    for i, f in enumerate(files):
+        with Image.open(f) as im:
+            small = im.convert("L")
+        x, y = 1 + i % cols * step, head + 1 + i // cols * step
+        draw.rectangle((x - 1, y - 1, x + tile, y + tile), outline=150)  # light tiles stay apart
+        sheet.paste(small.resize((tile, tile), Image.NEAREST if small.size[0] <= tile else Image.LANCZOS),
+                    (x, y))
+    return sheet
 
 
 def write_report(cfg: Config, work: Path) -> tuple[Path, Path]:

@@ -38,6 +38,9 @@ def plot_roc(y_true: np.ndarray, score: np.ndarray, path: Path, title: str) -> N
     """ROC curve of the malignant probability, AUC in the legend."""
     fig, ax = plt.subplots(figsize=(5, 5))
     RocCurveDisplay.from_predictions(y_true, score, ax=ax, name="malignant", plot_chance_level=True)
+    # scikit-learn labels the axes "(Positive label: 1)"; say which class is positive instead
+    ax.set_xlabel("false positive rate (benign called malignant)")
+    ax.set_ylabel("true positive rate (malignant recall)")
     ax.set_title(title)
     _save(fig, path)
 

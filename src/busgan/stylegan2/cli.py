@@ -24,7 +24,8 @@ def register(sub: Any) -> None:
                     "(losses, s/kimg, ADA p); TensorBoard events in OUT/logs (docs/stylegan2.md).",
         example=["busgan train-gan --data runs/demo/data/train/benign --out gans/benign --config configs/demo.toml",
                  "busgan train-gan --data imgs/malignant --out gans/malignant --kimg 5000 --augment ada"])
-    p.add_argument("--data", type=Path, required=True, help="folder of one class's images")
+    p.add_argument("--data", type=Path, required=True,
+                   help="folder of one class's images (conditional GAN: a folder of benign/ and malignant/)")
     add_out_option(p, "output folder (snapshots/, fid.csv, best.json, ...)", type=Path, required=True)
     p.add_argument("--resume", choices=("auto", "none"), default="auto",
                    help="auto: continue from the newest snapshot in --out; none: --out must hold none")
@@ -32,6 +33,13 @@ def register(sub: Any) -> None:
                    help="FID features: a busgan classifier model.keras or InceptionV3 notop .h5 "
                         "(default: offline pixel features, see docs/stylegan2.md)")
     p.add_argument("--devices", type=int, default=None, help="local devices to use (JAX; default all)")
+    p.add_argument("--init-from", type=Path, default=None, metavar="SNAPSHOT",
+                   help="start from the G, D and G_ema weights of this snapshot or train-gan folder "
+                        "(same architecture) instead of random ones; ignored when --out has snapshots")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="N processes on this machine training data-parallel through jax.distributed "
+                        "(one GPU each where there are GPUs); for several machines set BUSGAN_COORDINATOR, "
+                        "BUSGAN_NUM_PROCESSES and BUSGAN_PROCESS_ID instead (docs/stylegan2.md)")
     add_config_args(p, "gan")  # --preset e|f|custom, --resolution, ...
     p.set_defaults(func=_train)
 
@@ -52,7 +60,8 @@ def register(sub: Any) -> None:
                         "--out only those it assigns to --class (and the first 500 seeds); the "
                         "selection (kept images, scores.csv of every image) goes to --selected")
     g.add_argument("--class", dest="image_class", choices=CLASSES, default=None,
-                   help="with --select: the class the network generates")
+                   help="the class a conditional network draws (required for one); with --select: "
+                        "the class the images are selected for")
     g.add_argument("--selected", metavar="DIR", type=Path, default=None,
                    help="with --select: the selection folder (new, empty, or written by an earlier "
                         "selection); the [select] keys come from --config / --set")
@@ -61,6 +70,10 @@ def register(sub: Any) -> None:
                         "the pipeline uses), random (drawn from each image's seed), none")
     g.add_argument("--workers", type=int, default=0, metavar="N",
                    help="threads encoding the images (0 = one per CPU core, as in every command)")
+    g.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="N processes on this machine, each rendering its share of the seeds into --out "
+                        "(one GPU each where there are GPUs); for several machines set the BUSGAN_* "
+                        "variables instead (docs/stylegan2.md)")
     add_config_args(g, "generate")  # --truncation, --batch-size, --format
     g.add_argument("--trunc", dest="cfg__generate__truncation", type=float, default=None, metavar="PSI",
                    help="the same as --truncation (NVlabs' spelling)")
@@ -103,18 +116,30 @@ def register(sub: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from busgan.stylegan2.distributed import process_layout, run_local_processes
+    if args.processes != 1:  # before importing Keras: this process only waits for the workers
+        return run_local_processes(args.argv, args.processes)
     from busgan.stylegan2.training import train_gan
     cfg = config_from_args(args).gan
     # ticks go through the logger, so --quiet leaves them out like every progress line
     best = train_gan(args.data, args.out, cfg, resume=args.resume == "auto",
                      feature_model=args.features, devices=args.devices,
-                     log=logging.getLogger("busgan.stylegan2.training").info)
-    print(f"best snapshot: {best}")
+                     log=logging.getLogger("busgan.stylegan2.training").info, init_from=args.init_from)
+    if process_layout()[0] == 0:  # the other processes of a multi-process run say nothing
+        print(f"best snapshot: {best}")
     return 0
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from busgan.errors import BusganError
+    from busgan.stylegan2.distributed import process_layout, run_local_processes
     from busgan.stylegan2.generate import generate_images, parse_seeds
+    several = args.processes != 1 or process_layout()[1] > 1
+    if several and (args.select is not None or args.selected is not None):
+        raise BusganError("--select runs in one process (its quota spans every seed); "
+                          "drop --processes, or unset BUSGAN_NUM_PROCESSES")
+    if args.processes != 1:
+        return run_local_processes(args.argv, args.processes)
     cfg = config_from_args(args).generate
     # psi and every other key were checked (finite, in range) when the config was loaded;
     # seeds are ranges, checked before any is made, never one list
@@ -122,17 +147,42 @@ def _generate(args: argparse.Namespace) -> int:
     network = args.network
     if network.name == "best" and not network.exists():
         network = network.parent
-    if args.select is not None or args.image_class is not None or args.selected is not None:
+    if args.select is not None or args.selected is not None:
         return _generate_select(args, network, seeds)
-    if args.noise_mode == "const":
-        n = generate_images(network, args.out, seeds, cfg.truncation, cfg.batch_size, cfg.format,
-                            workers=args.workers)
-    else:
-        n = _generate_with_noise(network, args.out, seeds, cfg.truncation, cfg.batch_size,
-                                 cfg.format, args.noise_mode, args.workers)
+
+    def make(part: Any) -> int:  # these seeds' images; no seeds: only claims the folder
+        if args.noise_mode == "const":
+            return generate_images(network, args.out, part, cfg.truncation, cfg.batch_size, cfg.format,
+                                   workers=args.workers, image_class=args.image_class)
+        return _generate_with_noise(network, args.out, part, cfg.truncation, cfg.batch_size,
+                                    cfg.format, args.noise_mode, args.workers, args.image_class)
+    n = _in_processes(make, seeds, args.out, cfg.format)
     grid = args.out.with_name(args.out.name + "-grid.png")  # where generate_images puts it
-    print(f"{n} images in {args.out}; grid of the first {min(n, 64)}: {grid}")
+    if process_layout()[0] == 0:  # the other processes of a multi-process run say nothing
+        print(f"{n} images in {args.out}; grid of the first {min(n, 64)}: {grid}")
     return 0
+
+
+def _in_processes(make: Any, seeds: Any, out: Path, fmt: str) -> int:
+    """``make(seeds)``; with several processes (BUSGAN_* set), each makes its share into the same
+    folder. Process 0 claims the folder first (deleting a stale generator's images) and draws the
+    grid of the first seeds last, so no process deletes or overwrites another's files."""
+    import itertools
+
+    from busgan.stylegan2 import distributed as dist
+    from busgan.stylegan2.generate import save_grid
+    index, count = dist.process_layout()
+    if count == 1:
+        return make(seeds)
+    dist.init_distributed()  # for the barriers only: rendering needs no collective
+    if index == 0:
+        make([])
+    dist.barrier("generate: folder claimed")
+    make(dist.process_share(seeds, index, count))
+    dist.barrier("generate: every share written")
+    if index == 0:
+        save_grid(out, itertools.islice(seeds, 64), fmt, out.with_name(out.name + "-grid.png"))
+    return len(seeds)
 
 
 def _generate_select(args: argparse.Namespace, network: Path, seeds: Any) -> int:
@@ -162,30 +212,32 @@ def _import_nvlabs(args: argparse.Namespace) -> int:
 
 
 def _generate_with_noise(network: Path, out: Path, seeds: Any, truncation: float, batch_size: int,
-                         fmt: str, noise_mode: str, workers: int) -> int:
+                         fmt: str, noise_mode: str, workers: int, image_class: str | None = None) -> int:
     """generate_images with per-pixel noise drawn from each image's seed, or none."""
     import keras
+    import numpy as np
 
-    from busgan.errors import BusganError
     from busgan.stylegan2 import autodiff, steps
     from busgan.stylegan2 import generate as gen
 
     gen.check_truncation(truncation)
     snapshot = gen.resolve_network(network)
-    gen.claim_output(out, {**gen.made_by(snapshot, truncation, fmt), "noise_mode": noise_mode})
+    gen.claim_output(out, {**gen.made_by(snapshot, truncation, fmt, image_class), "noise_mode": noise_mode})
     G, ema_vars, gan = gen.load_generator(snapshot)
-    if getattr(G, "c_dim", 0):
-        raise BusganError(f"{snapshot}: a conditional generator; --noise-mode {noise_mode} is not "
-                          "supported for it yet, use --noise-mode const")
+    label = gen.class_label(snapshot, image_class)
+
+    def labels(z: Any) -> Any:
+        return None if label is None else np.repeat(np.eye(G.c_dim, dtype=np.float32)[label][None], z.shape[0], 0)
     if noise_mode == "random":  # image i's noise comes from its own seed: batch-independent
         fn = autodiff.compile(lambda z, s: steps.synthesize(G, ema_vars, z, psi=truncation,
-                                                            noise_mode="random", seeds=s))
+                                                            noise_mode="random", seeds=s, c=labels(z)))
 
         def render(batch: Any) -> Any:
             z = keras.ops.convert_to_tensor(gen.latents(batch, gan.z_dim))
             return fn(z, autodiff.seed_tensor([int(s) for s in batch]))
     else:
-        fn = autodiff.compile(lambda z: steps.synthesize(G, ema_vars, z, psi=truncation, noise_mode="none"))
+        fn = autodiff.compile(lambda z: steps.synthesize(G, ema_vars, z, psi=truncation, noise_mode="none",
+                                                         c=labels(z)))
 
         def render(batch: Any) -> Any:
             return fn(keras.ops.convert_to_tensor(gen.latents(batch, gan.z_dim)))

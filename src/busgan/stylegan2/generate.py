@@ -342,8 +342,26 @@ def load_generator(snapshot: Path) -> tuple[Any, tuple[list, list], Any]:
     return G, (ema["g_ema"], ema["g_ema_nt"]), cfg
 
 
-def device_renderer(G: Any, ema_vars: tuple[list, list], z_dim: int, truncation: float) -> Render:
-    """seeds -> float images on the device (not waited for: JAX dispatches asynchronously).
+def class_label(snapshot: Path, image_class: str | None) -> int | None:
+    """The label index that makes a conditional snapshot's generator draw ``image_class``, or
+    None for an unconditional snapshot (a generator of one class, whatever ``image_class``)."""
+    from busgan.stylegan2 import snapshot as snap
+    classes = snap.snapshot_classes(snap.read_meta(snapshot))
+    if classes is None:
+        return None
+    if image_class is None:
+        raise BusganError(f"{snapshot}: a conditional generator of {', '.join(classes)}; "
+                          "give --class CLASS to choose which class it draws")
+    if image_class not in classes:
+        raise BusganError(f"{snapshot}: a conditional generator of {', '.join(classes)}, not "
+                          f"{image_class}; give --class {' or '.join(classes)}")
+    return classes.index(image_class)
+
+
+def device_renderer(G: Any, ema_vars: tuple[list, list], z_dim: int, truncation: float,
+                    label: int | None = None) -> Render:
+    """seeds -> float images on the device (not waited for: JAX dispatches asynchronously);
+    ``label``: the class index for a conditional generator.
 
     The weights are constants of the compiled program, as in earlier busgan: passed as
     arguments instead, XLA rounds a few pixels differently (8 of 307,200 at the demo's widths),
@@ -352,7 +370,8 @@ def device_renderer(G: Any, ema_vars: tuple[list, list], z_dim: int, truncation:
     from busgan.stylegan2 import autodiff, steps
 
     def run(z):  # one compiled program for the fixed batch size
-        return steps.synthesize(G, ema_vars, z, psi=truncation, noise_mode=NOISE_MODE)
+        c = None if label is None else np.repeat(np.eye(G.c_dim, dtype=np.float32)[label][None], z.shape[0], 0)
+        return steps.synthesize(G, ema_vars, z, psi=truncation, noise_mode=NOISE_MODE, c=c)
 
     fn = autodiff.compile(run)
 
@@ -363,28 +382,30 @@ def device_renderer(G: Any, ema_vars: tuple[list, list], z_dim: int, truncation:
     return render
 
 
-_RENDERERS: dict[tuple[str, int, int, float], Render] = {}
+_RENDERERS: dict[tuple[str, int, int, float, int | None], Render] = {}
 
 
-def snapshot_device_renderer(snapshot: Path, truncation: float) -> Render:
-    """The EMA generator of a snapshot as seeds -> float device images (see ``as_uint8``).
+def snapshot_device_renderer(snapshot: Path, truncation: float, image_class: str | None = None) -> Render:
+    """The EMA generator of a snapshot as seeds -> float device images (see ``as_uint8``);
+    ``image_class`` chooses the class of a conditional generator (see ``class_label``).
 
-    Kept per snapshot file and psi (the last two), so the rounds of the generate stage's quota
-    loop compile each class's generator once."""
+    Kept per snapshot file, psi and class (the last two), so the rounds of the generate stage's
+    quota loop compile each class's generator once."""
     path = Path(snapshot).resolve()
     st = path.stat()
-    key = (str(path), st.st_mtime_ns, st.st_size, float(truncation))
+    label = class_label(path, image_class)
+    key = (str(path), st.st_mtime_ns, st.st_size, float(truncation), label)
     if key not in _RENDERERS:
         G, ema_vars, cfg = load_generator(path)
         while len(_RENDERERS) >= 2:
             _RENDERERS.pop(next(iter(_RENDERERS)))
-        _RENDERERS[key] = device_renderer(G, ema_vars, cfg.z_dim, truncation)
+        _RENDERERS[key] = device_renderer(G, ema_vars, cfg.z_dim, truncation, label)
     return _RENDERERS[key]
 
 
-def snapshot_renderer(snapshot: Path, truncation: float) -> Render:
+def snapshot_renderer(snapshot: Path, truncation: float, image_class: str | None = None) -> Render:
     """Load the EMA generator of a snapshot and return a seeds -> uint8 images function."""
-    render = snapshot_device_renderer(snapshot, truncation)
+    render = snapshot_device_renderer(snapshot, truncation, image_class)
     return lambda seeds: to_uint8(render(seeds))
 
 
@@ -411,10 +432,11 @@ def claim_output(out_dir: Path, made_by: dict[str, object]) -> None:
     write_json(record, made_by)
 
 
-def made_by(snapshot: Path, truncation: float, fmt: str) -> dict[str, object]:
-    """What decides a folder's images besides the seeds (recorded in ``generate.json``)."""
+def made_by(snapshot: Path, truncation: float, fmt: str, image_class: str | None = None) -> dict[str, object]:
+    """What decides a folder's images besides the seeds (recorded in ``generate.json``), with
+    the class asked for (what a conditional generator draws)."""
     return {"snapshot_sha256": sha256_file(snapshot), "truncation": float(truncation),
-            "noise_mode": NOISE_MODE, "format": fmt}
+            "noise_mode": NOISE_MODE, "format": fmt, **({"class": image_class} if image_class else {})}
 
 
 def check_truncation(truncation: float) -> None:
@@ -424,20 +446,23 @@ def check_truncation(truncation: float) -> None:
 
 
 def generate_images(network: Path, out_dir: Path, seeds: Sequence[int], truncation: float,
-                    batch_size: int, fmt: str = "png", workers: int | None = None) -> int:
+                    batch_size: int, fmt: str = "png", workers: int | None = None,
+                    image_class: str | None = None) -> int:
     """Write one image per seed to ``out_dir`` (existing files kept); return images present.
 
     ``network``: a snapshot, or a train-gan output folder (its best snapshot). A grid of the
     first 64 seeds goes beside the folder (``<out_dir>-grid.png``), so the folder holds only
     per-seed images for the selection stage. ``workers``: encoding threads (default: all cores).
+    ``image_class``: the class a conditional generator draws (required for one).
     """
     check_truncation(truncation)
     snapshot = resolve_network(network)
     out_dir = Path(out_dir)
-    claim_output(out_dir, made_by(snapshot, truncation, fmt))
+    claim_output(out_dir, made_by(snapshot, truncation, fmt, image_class))
     if not isinstance(seeds, (Seeds, range)):
         seeds = list(seeds)
     missing = any(not (out_dir / seed_filename(int(s), fmt)).exists() for s in seeds)
-    render: Render = snapshot_device_renderer(snapshot, truncation) if missing else (lambda s: s)
+    render: Render = (snapshot_device_renderer(snapshot, truncation, image_class) if missing
+                      else (lambda s: s))
     grid = out_dir.with_name(out_dir.name + "-grid.png")
     return write_images(render, seeds, out_dir, batch_size, fmt, grid_path=grid, workers=workers)

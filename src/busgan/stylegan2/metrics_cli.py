@@ -46,7 +46,8 @@ def register(sub: Any) -> None:
     add_out_option(p, "metrics.csv to write; rows of the same class, source and space are replaced "
                       "(default: ./metrics.csv)", type=Path, default=Path("metrics.csv"), metavar="FILE")
     p.add_argument("--class", dest="cls", default=None, metavar="NAME",
-                   help="class name for the rows (default: the --real folder's name)")
+                   help="class name for the rows, and the class a conditional --network draws "
+                        "(default: the --real folder's name)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsampling and the halves (default 0)")
     p.add_argument("--k", type=int, default=3, help="k of the precision/recall k-NN radius (default 3)")
     p.add_argument("--truncation", type=float, default=1.0, help="--network only: truncation psi (default 1)")
@@ -77,13 +78,14 @@ def _folder_geometry(folder: Path) -> tuple[int, int]:
         raise BusganError(f"{first}: cannot read image ({e}); remove or replace the file") from None
 
 
-def _render(snapshot: Path, n: int, truncation: float, batch: int) -> np.ndarray:
-    """Images of seeds 0..n-1 from the snapshot's EMA generator, in fixed-size batches."""
+def _render(snapshot: Path, n: int, truncation: float, batch: int, image_class: str | None = None) -> np.ndarray:
+    """Images of seeds 0..n-1 from the snapshot's EMA generator (of ``image_class`` when
+    conditional), in fixed-size batches."""
     from busgan.stylegan2.generate import snapshot_renderer
 
     if batch < 1:
         raise BusganError(f"--batch-size {batch}: must be at least 1")
-    render = snapshot_renderer(snapshot, truncation)
+    render = snapshot_renderer(snapshot, truncation, image_class)
     out = []
     for i in range(0, n, batch):
         chunk = list(range(i, min(n, i + batch)))
@@ -122,7 +124,8 @@ def _metrics(args: argparse.Namespace) -> int:
     real2 = None if args.real2 is None else load_class_images(args.real2, resolution, channels)[0]
     if args.network is not None:
         need = len(real) // 2 if real2 is None else min(len(real), len(real2))
-        fake = _render(snapshot, max(min(need, args.n or need), 2), args.truncation, args.batch_size)
+        fake = _render(snapshot, max(min(need, args.n or need), 2), args.truncation, args.batch_size,
+                       args.cls or Path(args.real).name)
     else:
         fake, _ = load_class_images(args.fake, resolution, channels)
     rows = fidelity.class_fidelity(real, fake, spaces, real2, cls=args.cls or args.real.name,

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from busgan import CLASSES
 from busgan.config import GanConfig, keys_with_effect, with_current_keys
 from busgan.errors import BusganError
 from busgan.fileio import atomic_path, dumps_json
@@ -44,7 +45,7 @@ READABLE_FORMATS = ("busgan-stylegan2-snapshot/1", FORMAT)  # 1: positional keys
 META_KEY = "__meta__"
 # Fields that change the networks' shapes: a snapshot cannot load across them.
 ARCH_KEYS = ("preset", "resolution", "channels", "channel_base", "channel_max", "z_dim",
-             "mapping_layers")
+             "mapping_layers", "conditional")
 _NAME = re.compile(r"^snapshot-(\d{9})\.npz$")
 
 
@@ -294,6 +295,25 @@ def read_named(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return arrays, meta
 
 
+def read_meta(path: Path) -> dict[str, Any]:
+    """Only the metadata of a snapshot (its arrays are not read)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(bytes(z[META_KEY]).decode())
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        raise BusganError(f"{path}: not a readable busgan snapshot ({type(e).__name__}); "
+                          "give a snapshot-*.npz written by busgan train-gan") from None
+
+
+def snapshot_classes(meta: dict[str, Any]) -> list[str] | None:
+    """A conditional snapshot's class names in label order (label i = one-hot index i), or
+    None for an unconditional one (one class's generator)."""
+    if not gan_meta(meta).get("conditional"):
+        return None
+    return list(meta.get("classes") or CLASSES)
+
+
 def gan_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """The [gan] values a snapshot stores, under today's key names (older snapshots stored
     ``gan.preset`` as ``config``)."""
@@ -310,15 +330,24 @@ def config_from_meta(meta: dict[str, Any], source: str = "snapshot") -> GanConfi
                           "give a snapshot written by busgan train-gan") from None
 
 
-def check_config(meta: dict[str, Any], cfg: GanConfig, source: str) -> list[str]:
-    """Refuse a snapshot of another architecture; return the other settings that changed."""
+def check_architecture(meta: dict[str, Any], cfg: GanConfig, source: str) -> None:
+    """Refuse a snapshot whose networks have another architecture than ``cfg``'s."""
     old = gan_meta(meta) if isinstance(meta.get("gan"), dict) else {}
     new = dataclasses.asdict(cfg)
+    if old:  # snapshots from before a key existed were made with its default (conditional: False)
+        old = {**dataclasses.asdict(GanConfig()), **old}
     arch = [k for k in ARCH_KEYS if old.get(k) != new[k]]
     if arch:
         diffs = ", ".join(f"{k}={old.get(k)!r} (now {new[k]!r})" for k in arch)
         raise BusganError(f"{source}: snapshot is from another network: {diffs}; "
                           "use the same settings, or a new --out folder")
+
+
+def check_config(meta: dict[str, Any], cfg: GanConfig, source: str) -> list[str]:
+    """Refuse a snapshot of another architecture; return the other settings that changed."""
+    check_architecture(meta, cfg, source)
+    old = gan_meta(meta) if isinstance(meta.get("gan"), dict) else {}
+    new = dataclasses.asdict(cfg)
     # Keys declared effect="result" shape training from its first step: continuing under new
     # values would give a network trained with settings it never (fully) saw.
     restart = [k for k in keys_with_effect(cfg, "result") if k in old and old[k] != new[k]]

@@ -125,6 +125,18 @@ def ema_beta(cfg: GanConfig, batch_size: int | None = None, cur_nimg: Any = None
 
 # --- phases --------------------------------------------------------------------------------
 
+def unpack_batch(batch: Any) -> tuple[Any, Any, Any]:
+    """(images, their one-hot labels, labels for the fakes) of a training batch.
+
+    An unconditional batch is the image tensor alone (labels None); a conditional one is a dict
+    ``{"img", "c", "gen_c"}``: the real images' labels, and the fakes' labels drawn from the
+    training set's label distribution (as StyleGAN2-ADA does).
+    """
+    if isinstance(batch, dict):
+        return batch["img"], batch["c"], batch["gen_c"]
+    return batch, None, None
+
+
 @dataclass
 class Phases:
     """Compiled phases: ``g_main``, ``g_reg``, ``d_main``, ``d_reg`` each take
@@ -150,38 +162,45 @@ def phase_functions(G: keras.Model, D: keras.Model, cfg: GanConfig,
     d_lr = adam_hparams(cfg.lr, D_REG_INTERVAL)
 
     def g_main(state, reals, seed):
+        reals, _, gen_c = unpack_batch(reals)
         n = reals.shape[0]
         f = autodiff.value_and_grad(
-            lambda g: setup.g_main(g, state["g_nt"], state["d"], state["d_nt"], n, state["aug_p"], seed),
+            lambda g: setup.g_main(g, state["g_nt"], state["d"], state["d_nt"], n, state["aug_p"], seed, gen_c),
             has_aux=True)
         (_, logs), grads = f(state["g"])
         g, opt = adam_update(state["g"], grads, state["g_opt"], *g_lr)
         return {**state, "g": g, "g_opt": opt}, logs
 
     def g_reg(state, reals, seed):
+        reals, _, gen_c = unpack_batch(reals)
         n = reals.shape[0]
 
         def loss(g):
-            pen, new_mean = setup.path_length(g, state["g_nt"], n, state["pl_mean"], seed)
+            pen, new_mean = setup.path_length(g, state["g_nt"], n, state["pl_mean"], seed, gen_c)
             return pen * (setup.pl_weight * G_REG_INTERVAL), (pen, new_mean)
         (_, (pen, new_mean)), grads = autodiff.value_and_grad(loss, has_aux=True)(state["g"])
         g, opt = adam_update(state["g"], grads, state["g_opt"], *g_lr)
         return {**state, "g": g, "g_opt": opt, "pl_mean": new_mean}, {"pl_penalty": pen, "pl_mean": new_mean}
 
     def d_main(state, reals, seed):
+        reals, real_c, gen_c = unpack_batch(reals)
         n = reals.shape[0]
-        fake, g_nt = setup.gen(state["g"], state["g_nt"], n, autodiff.fold_in(seed, 10), update_w_avg=True)
+        fake, g_nt = setup.gen(state["g"], state["g_nt"], n, autodiff.fold_in(seed, 10), update_w_avg=True,
+                               c=gen_c)
         fake = ops.stop_gradient(fake)
         f = autodiff.value_and_grad(
-            lambda d: setup.d_main(d, state["d_nt"], fake, reals, state["aug_p"], autodiff.fold_in(seed, 11)),
+            lambda d: setup.d_main(d, state["d_nt"], fake, reals, state["aug_p"], autodiff.fold_in(seed, 11),
+                                   gen_c, real_c),
             has_aux=True)
         (_, logs), grads = f(state["d"])
         d, opt = adam_update(state["d"], grads, state["d_opt"], *d_lr)
         return {**state, "d": d, "d_opt": opt, "g_nt": g_nt}, logs
 
     def d_reg(state, reals, seed):
+        reals, real_c, _ = unpack_batch(reals)
+
         def loss(d):
-            pen = setup.r1(d, state["d_nt"], reals, state["aug_p"], seed)
+            pen = setup.r1(d, state["d_nt"], reals, state["aug_p"], seed, real_c)
             return pen * (setup.r1_gamma / 2.0 * D_REG_INTERVAL), pen
         (_, pen), grads = autodiff.value_and_grad(loss, has_aux=True)(state["d"])
         d, opt = adam_update(state["d"], grads, state["d_opt"], *d_lr)
@@ -219,11 +238,12 @@ def make_phases(G: keras.Model, D: keras.Model, cfg: GanConfig, augment_fn: Augm
 # --- generation ----------------------------------------------------------------------------
 
 def synthesize(G: keras.Model, ema_vars: tuple[list, list], z, psi: float = 1.0,
-               cutoff: int | None = None, noise_mode: str = "const", seeds=None):
+               cutoff: int | None = None, noise_mode: str = "const", seeds=None, c=None):
     """Images ``[N, R, R, C]`` in about [-1, 1] from G_ema weights ``(trainable, non_trainable)``.
 
     Each image depends only on its own z (and its own seed for ``noise_mode='random'``, where
-    ``seeds`` is ``[N, 2]``), never on the rest of the batch. Compile it with
+    ``seeds`` is ``[N, 2]``, and its own label in ``c`` ``[N, c_dim]`` for a conditional
+    generator), never on the rest of the batch. Compile it with
     ``autodiff.compile`` (psi, cutoff and noise_mode are static) for speed.
     """
     if noise_mode == "random" and (seeds is None or len(seeds.shape) != 2):
@@ -231,6 +251,8 @@ def synthesize(G: keras.Model, ema_vars: tuple[list, list], z, psi: float = 1.0,
     inputs = {"z": ops.convert_to_tensor(z, "float32")}
     if seeds is not None:
         inputs["seed"] = seeds
+    if c is not None:
+        inputs["c"] = ops.convert_to_tensor(c, "float32")
     img, _ = G.stateless_call(list(ema_vars[0]), list(ema_vars[1]), inputs, psi=psi, cutoff=cutoff,
                               noise_mode=noise_mode)
     return img

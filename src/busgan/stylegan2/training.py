@@ -29,6 +29,7 @@ import numpy as np
 from keras import ops
 from PIL import Image
 
+from busgan import CLASSES
 from busgan.config import GanConfig, restart_values
 from busgan.errors import BusganError
 from busgan.imaging import fit, image_grid, list_images
@@ -75,18 +76,53 @@ def load_class_images(data_dir: Path, resolution: int, channels: int) -> tuple[n
     return out, resized
 
 
-def _sampler(batch: int, mirror: bool) -> Callable:
-    """Compiled: (uint8 data, seed) -> float32 batch in [-1, 1], x-flipped at random if mirror."""
-    def sample(data, seed):
-        n_data = data.shape[0]
-        u = autodiff.uniform((batch,), autodiff.fold_in(seed, 0))
-        idx = ops.minimum(ops.cast(ops.floor(u * n_data), "int32"), n_data - 1)
+def load_labelled_images(data_dir: Path, resolution: int, channels: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """A conditional GAN's training set: the images of every class folder of ``data_dir``
+    (``benign/``, ``malignant/``) as uint8, their label indices in ``CLASSES`` order, and how
+    many had to be resized."""
+    data_dir = Path(data_dir)
+    missing = [c for c in CLASSES if not (data_dir / c).is_dir()]
+    if missing:
+        raise BusganError(f"{data_dir}: no {missing[0]}/ folder; a conditional GAN (gan.conditional = true) "
+                          f"trains on a folder holding {' and '.join(f'{c}/' for c in CLASSES)}")
+    parts = [load_class_images(data_dir / c, resolution, channels) for c in CLASSES]
+    labels = np.concatenate([np.full(len(im), i, np.int32) for i, (im, _) in enumerate(parts)])
+    return np.concatenate([im for im, _ in parts]), labels, sum(r for _, r in parts)
+
+
+def _index(n_data: int, batch: int, seed: Any) -> Any:
+    u = autodiff.uniform((batch,), seed)
+    return ops.minimum(ops.cast(ops.floor(u * n_data), "int32"), n_data - 1)
+
+
+def _sampler(batch: int, mirror: bool, conditional: bool = False) -> Callable:
+    """Compiled: (uint8 data, seed) -> float32 batch in [-1, 1], x-flipped at random if mirror.
+
+    Conditional: (uint8 data, int labels, seed) -> ``{"img", "c", "gen_c"}`` (see
+    ``steps.unpack_batch``); the fakes' labels are those of other random training images.
+    """
+    def images(data, idx, seed):
         x = ops.cast(ops.take(data, idx, axis=0), "float32") / 127.5 - 1.0
         if mirror:
             flip = autodiff.uniform((batch,), autodiff.fold_in(seed, 1)) < 0.5
             x = ops.where(ops.reshape(flip, (-1, 1, 1, 1)), ops.flip(x, axis=2), x)
         return x
-    return autodiff.compile(sample)
+
+    def sample(data, seed):
+        return images(data, _index(data.shape[0], batch, autodiff.fold_in(seed, 0)), seed)
+
+    def sample_labelled(data, labels, seed):
+        idx = _index(data.shape[0], batch, autodiff.fold_in(seed, 0))
+        gen_idx = _index(data.shape[0], batch, autodiff.fold_in(seed, 2))
+        def onehot(i):
+            return ops.one_hot(ops.take(labels, i, axis=0), len(CLASSES), dtype="float32")
+        return {"img": images(data, idx, seed), "c": onehot(idx), "gen_c": onehot(gen_idx)}
+    return autodiff.compile(sample_labelled if conditional else sample)
+
+
+def one_hot_rows(label: int, n: int) -> np.ndarray:
+    """``n`` one-hot rows of class index ``label`` (a conditional generator's c)."""
+    return np.repeat(np.eye(len(CLASSES), dtype=np.float32)[label][None], n, axis=0)
 
 
 def step_seed(cfg_seed: int, step: int, phase: int) -> Any:
@@ -121,12 +157,13 @@ def _fmt_time(s: float) -> str:
 # --- evaluation ----------------------------------------------------------------------------
 
 class Evaluator:
-    """FID/KID of the EMA generator against the training images, with a fixed set of z."""
+    """FID/KID of the EMA generator against the training images, with a fixed set of z
+    (and, for a conditional generator, the class index ``label``)."""
 
     def __init__(self, synth: Callable, cfg: GanConfig, images: np.ndarray,
-                 extractor: metrics.FeatureExtractor, cache: Path | None) -> None:
+                 extractor: metrics.FeatureExtractor, cache: Path | None, label: int | None = None) -> None:
         self._synth, self.cfg, self.extractor = synth, cfg, extractor
-        self.batch = cfg.batch_size
+        self.batch, self.label = cfg.batch_size, label
         self.real = self._real_features(images, cache)
 
     def _real_features(self, images: np.ndarray, cache: Path | None) -> np.ndarray:
@@ -149,8 +186,9 @@ class Evaluator:
         out = []
         for i in range(0, len(seeds), self.batch):
             chunk = seeds[i:i + self.batch]
-            z = latents(chunk + [chunk[-1]] * (self.batch - len(chunk)), self.cfg.z_dim)
-            img = ops.convert_to_numpy(self._synth(ema, ops.convert_to_tensor(z)))
+            z = ops.convert_to_tensor(latents(chunk + [chunk[-1]] * (self.batch - len(chunk)), self.cfg.z_dim))
+            img = ops.convert_to_numpy(self._synth(ema, z) if self.label is None else
+                                       self._synth(ema, z, one_hot_rows(self.label, self.batch)))
             out.append(to_uint8(img[:len(chunk)]))
         return np.concatenate(out)
 
@@ -187,8 +225,9 @@ def _compiled(cfg: GanConfig, dev: Devices) -> tuple:
         spec = ada.preset(cfg.ada_preset)
         augment_fn = (lambda x, p, s: ada.augment(x, p, s, spec)) if cfg.augment == "ada" else None
         phases = steps.make_phases(G, D, cfg, augment_fn=augment_fn)
-        sample = _sampler(cfg.batch_size, cfg.mirror)
-        synth = autodiff.compile(lambda ema, z: steps.synthesize(G, ema, z, psi=1.0, noise_mode="const"))
+        sample = _sampler(cfg.batch_size, cfg.mirror, cfg.conditional)
+        synth = autodiff.compile(lambda ema, z, c=None: steps.synthesize(G, ema, z, psi=1.0, noise_mode="const",
+                                                                         c=c))
         _CACHE[key] = (G, D, phases, sample, synth)
     return _CACHE[key]
 
@@ -215,10 +254,6 @@ def _nonfinite(arrays: dict[str, np.ndarray]) -> list[str]:
 
 def _check_lengths(cfg: GanConfig) -> None:
     networks.channels_for(cfg)  # refuses a bad resolution or channel count
-    if cfg.conditional:  # the networks exist (and import-nvlabs reads them); the losses do not pass labels yet
-        raise BusganError("gan.conditional = true: training a conditional StyleGAN2 is not available yet "
-                          "(only its networks and `busgan import-nvlabs` are); set gan.conditional = false "
-                          "to train one GAN per class")
     if cfg.batch_size < 1 or cfg.kimg <= 0 or cfg.snapshot_kimg <= 0 or cfg.tick_kimg <= 0:
         raise BusganError("gan.batch_size, gan.kimg, gan.snapshot_kimg and gan.tick_kimg must be positive")
 
@@ -239,67 +274,108 @@ def _resume_point(out_dir: Path, cfg: GanConfig, resume: bool,
     return latest, arrays, meta
 
 
+@dataclasses.dataclass
+class _ClassPart:
+    """What one class's evaluation needs: its name, training images, floor images (or None),
+    label index for a conditional generator (None: unconditional) and FID evaluator."""
+    name: str
+    images: np.ndarray
+    floor: np.ndarray | None
+    label: int | None
+    evaluator: Evaluator | None = None
+
+
 class GanTrainer:
-    """One class's StyleGAN2 training: ``step()`` trains on one batch, ``tick()`` logs the
-    losses since the last tick, ``snapshot()`` saves the state and evaluates it."""
+    """One StyleGAN2's training (one class's, or a conditional one for every class):
+    ``step()`` trains on one batch, ``tick()`` logs the losses since the last tick,
+    ``snapshot()`` saves the state and evaluates it (per class when conditional)."""
 
     def __init__(self, data_dir: Path, out_dir: Path, cfg: GanConfig, dev: Devices,
                  feature_model: Path | None, log: Callable[[str], None],
                  floor_dir: Path | None = None) -> None:
         self.data_dir, self.out_dir, self.cfg, self.dev, self.log = data_dir, out_dir, cfg, dev, log
-        self.images = self._load_images()
-        # The fidelity floor's second real set (e.g. the class's validation images); without
-        # one, class_fidelity splits the training images in two.
-        self.floor_images = (load_class_images(floor_dir, cfg.resolution, cfg.channels)[0]
-                             if floor_dir is not None and Path(floor_dir).is_dir() else None)
+        self.images, self.labels = self._load_images()
         from busgan.stylegan2.fidelity import RandomConvFeatures
         self.independent_features = RandomConvFeatures()  # fixed weights, built once
         self.G, self.D, self.phases, self.sample, synth = _compiled(cfg, dev)
         self.progress = _Progress()
         self.state: Any = None
+        self.init_from: str | None = None
         self.is_main = dev.is_main
         self.writer = EventWriter(out_dir / "logs") if self.is_main else None
         self.extractor = metrics.make_extractor(feature_model)
-        self.evaluator = (Evaluator(synth, cfg, self.images, self.extractor, out_dir / "cache")
-                          if self.is_main else None)
-        self.device_images = dev.replicate(self.images)
-        self.images_sha = hashlib.sha256(self.images.tobytes()).hexdigest()[:16]
+        self.parts = self._class_parts(floor_dir)
+        for part in self.parts if self.is_main else []:
+            part.evaluator = Evaluator(synth, cfg, part.images, self.extractor, out_dir / "cache", part.label)
+        self.device_data = ((dev.replicate(self.images),) if self.labels is None
+                            else (dev.replicate(self.images), dev.replicate(self.labels)))
+        self.images_sha = hashlib.sha256(self.images.tobytes()
+                                         + (b"" if self.labels is None else self.labels.tobytes())).hexdigest()[:16]
         self.tick_logs: list[dict[str, Any]] = []  # per-step losses since the last tick
         self.tick_count, self.tick_started, self.tick_start_nimg = 0, time.time(), 0
         self.first_tick = True
         self.started = time.time()
 
-    def _load_images(self) -> np.ndarray:
+    def _class_parts(self, floor_dir: Path | None) -> list[_ClassPart]:
+        """The classes evaluated separately: this GAN's one class, or each class of a
+        conditional GAN. The floor's second real set is e.g. the class's validation images;
+        without one, class_fidelity splits the training images in two."""
         cfg = self.cfg
-        images, resized = load_class_images(self.data_dir, cfg.resolution, cfg.channels)
+
+        def floor(folder: Path | None) -> np.ndarray | None:
+            return (load_class_images(folder, cfg.resolution, cfg.channels)[0]
+                    if folder is not None and Path(folder).is_dir() else None)
+        if self.labels is None:
+            return [_ClassPart(self.out_dir.name, self.images, floor(floor_dir), None)]
+        return [_ClassPart(c, self.images[self.labels == i], floor(None if floor_dir is None else floor_dir / c), i)
+                for i, c in enumerate(CLASSES)]
+
+    def _load_images(self) -> tuple[np.ndarray, np.ndarray | None]:
+        cfg = self.cfg
+        labels = None
+        if cfg.conditional:
+            images, labels, resized = load_labelled_images(self.data_dir, cfg.resolution, cfg.channels)
+        else:
+            images, resized = load_class_images(self.data_dir, cfg.resolution, cfg.channels)
         if len(images) < cfg.batch_size:
             raise BusganError(f"{self.data_dir}: {len(images)} images, fewer than gan.batch_size="
                               f"{cfg.batch_size}; add images or lower --batch-size")
         if resized:
             self.log(f"[train-gan] {resized} of {len(images)} images in {self.data_dir} were not "
                      f"{cfg.resolution}x{cfg.resolution}: centre-cropped to square and resized")
-        return images
+        return images, labels
 
     @property
     def nimg(self) -> int:
         """Real images shown so far."""
         return self.progress.step * self.cfg.batch_size
 
-    def start(self, snapshot: Path | None, arrays: dict[str, np.ndarray] | None, meta: dict) -> None:
-        """Fresh weights, or the state of ``snapshot`` (evaluated now if a crash skipped that)."""
+    def start(self, snapshot: Path | None, arrays: dict[str, np.ndarray] | None, meta: dict,
+              init_from: Path | None = None) -> None:
+        """Fresh weights (or those of ``init_from``), or the state of ``snapshot`` (evaluated now
+        if a crash skipped that)."""
         template = steps.init_state(self.G, self.D)
         tree: Any = template
+        if snapshot is None and init_from is not None:
+            tree = initial_weights(template, init_from, self.cfg)
+            self.init_from = str(init_from)
+            self.log(f"[train-gan] starting from the weights of {init_from}")
         if snapshot is not None and arrays is not None:
             tree = snap.unflatten_like(template, arrays, str(snapshot))
+            self.init_from = meta.get("init_from")
             self.progress = _Progress(int(meta["step"]), float(meta["ada_p"]),
                                       float(meta["ada_acc"][0]), int(meta["ada_acc"][1]))
         self.state = self.dev.replicate(tree)
         self.tick_count = self.nimg // self._tick_nimg
         self.tick_start_nimg = self.nimg
         if self.is_main:
-            save_image(self.out_dir / "grids" / "reals.png", image_grid(self.images[:GRID_SEEDS]))
+            for part in self.parts:
+                name = "reals.png" if part.label is None else f"reals-{part.name}.png"
+                save_image(self.out_dir / "grids" / name, image_grid(part.images[:GRID_SEEDS]))
         cfg = self.cfg
-        self.log(f"[train-gan] {self.data_dir}: {len(self.images)} images {cfg.resolution}x"
+        per_class = ("" if self.labels is None else
+                     " (" + ", ".join(f"{len(p.images)} {p.name}" for p in self.parts) + "; conditional)")
+        self.log(f"[train-gan] {self.data_dir}: {len(self.images)} images{per_class} {cfg.resolution}x"
                  f"{cfg.resolution}x{cfg.channels}; G {networks.count_params(self.G):,} "
                  f"D {networks.count_params(self.D):,} params; {self.dev.describe()}; "
                  f"{keras.backend.backend()}; FID features: {self.extractor.name}")
@@ -319,7 +395,7 @@ class GanTrainer:
     def step(self) -> None:
         """G main (+ path length), D main (+ R1), G_ema update, then the ADA controller."""
         p, step, seed = self.phases, self.progress.step, self.cfg.seed
-        reals = self.dev.shard_batch(self.sample(self.device_images, step_seed(seed, step, 0)))
+        reals = self.dev.shard_batch(self.sample(*self.device_data, step_seed(seed, step, 0)))
         state, g_logs = p.g_main(self.state, reals, step_seed(seed, step, 1))
         logs = dict(g_logs)
         if step % p.g_reg_interval == 0:
@@ -389,53 +465,74 @@ class GanTrainer:
                 "rng": {"seed": cfg.seed, "step": pr.step}, "backend": keras.backend.backend(),
                 "devices": self.dev.describe(),
                 "data": {"dir": str(self.data_dir), "images": len(self.images), "sha256_16": self.images_sha},
+                **({"classes": list(CLASSES)} if self.labels is not None else {}),
+                **({"init_from": self.init_from} if self.init_from else {}),
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         path = snap.save_snapshot(self.out_dir / "snapshots" / snap.snapshot_name(self.nimg), arrays, meta)
         self.evaluate(path)
 
     def evaluate(self, path: Path) -> None:
-        """FID/KID and a fixed-seed grid of the EMA generator; best.json follows the lowest FID."""
-        assert self.evaluator is not None and self.writer is not None
-        t0, nimg, ev = time.time(), self.nimg, self.evaluator
+        """FID/KID and a fixed-seed grid of the EMA generator (per class when conditional: the
+        FID that picks best.json is then the mean over classes); best.json follows the lowest."""
+        assert self.writer is not None
+        t0, nimg, features = time.time(), self.nimg, self.extractor.name
         ema = (self.state["g_ema"], self.state["g_ema_nt"])
-        fid, kid = ev(ema)
-        grid = image_grid(ev.images(ema, list(range(GRID_SEEDS))))
-        save_image(self.out_dir / "grids" / f"fakes-{nimg:09d}.png", grid)
-        self.writer.image(nimg, "fakes", grid)
-        self.writer.scalars(nimg, {"Metrics/FID": fid, "Metrics/KID": kid})
-        features = self.extractor.name
-        _append_csv(self.out_dir / "fid.csv", {"snapshot": path.name, "kimg": nimg / 1000, "fid": fid,
-                                               "kid": kid, "features": features})
+        row: dict[str, Any] = {"snapshot": path.name, "kimg": nimg / 1000}
+        per_class: dict[str, tuple[float, float]] = {}
+        for part in self.parts:
+            assert part.evaluator is not None
+            per_class[part.name] = part.evaluator(ema)
+            grid = image_grid(part.evaluator.images(ema, list(range(GRID_SEEDS))))
+            suffix = "" if part.label is None else f"-{part.name}"
+            save_image(self.out_dir / "grids" / f"fakes-{nimg:09d}{suffix}.png", grid)
+            self.writer.image(nimg, f"fakes{suffix}", grid)
+        fid = float(np.mean([f for f, _ in per_class.values()]))
+        kid = float(np.mean([k for _, k in per_class.values()]))
+        row.update({"fid": fid, "kid": kid, "features": features})
+        scalars = {"Metrics/FID": fid, "Metrics/KID": kid}
+        if self.labels is not None:
+            for name, (f, k) in per_class.items():
+                row.update({f"fid_{name}": f, f"kid_{name}": k})
+                scalars.update({f"Metrics/FID_{name}": f, f"Metrics/KID_{name}": k})
+        self.writer.scalars(nimg, scalars)
+        _append_csv(self.out_dir / "fid.csv", row)
         best_file = self.out_dir / "best.json"
         best = read_json(best_file) if best_file.is_file() else None
         if (best is None or best.get("features") != features or best.get("fid") is None  # null: was NaN
                 or fid < float(best["fid"])):
             write_json(best_file, {"snapshot": f"snapshots/{path.name}", "fid": fid, "kid": kid,
-                                   "kimg": nimg / 1000, "features": features})
-        self._fidelity(path, ema, nimg)
-        self.log(f"[train-gan] snapshot {path.name}  FID {fid:.3f}  KID {kid:.5f}  ({time.time() - t0:.1f} s)")
+                                   "kimg": nimg / 1000, "features": features,
+                                   **({"per_class": {c: {"fid": f, "kid": k} for c, (f, k) in per_class.items()}}
+                                      if self.labels is not None else {})})
+        for part in self.parts:
+            self._fidelity(part, path, ema, nimg)
+        shown = "  ".join(f"{n} FID {f:.3f}" for n, (f, _) in per_class.items()) if self.labels is not None else ""
+        self.log(f"[train-gan] snapshot {path.name}  FID {fid:.3f}  KID {kid:.5f}"
+                 + (f"  ({shown})" if shown else "") + f"  ({time.time() - t0:.1f} s)")
         _prune(self.out_dir / "snapshots", self.out_dir, self.cfg.keep_snapshots)
 
-    def _fidelity(self, path: Path, ema: tuple[list, list], nimg: int) -> None:
-        """KID, FID, precision and recall in the classifier's features and in features
-        independent of it (a fixed random convolutional network), each beside its floor (the
-        same metric between two real sets of the same size): metrics.csv and TensorBoard."""
+    def _fidelity(self, part: _ClassPart, path: Path, ema: tuple[list, list], nimg: int) -> None:
+        """KID, FID, precision and recall of one class in the classifier's features and in
+        features independent of it (a fixed random convolutional network), each beside its
+        floor (the same metric between two real sets of the same size): metrics.csv and
+        TensorBoard."""
         from busgan.stylegan2 import fidelity
-        assert self.evaluator is not None and self.writer is not None
+        assert part.evaluator is not None and self.writer is not None
         n = max(self.cfg.fid_images, 2 * fidelity.K_NEIGHBOURS + 2)
-        fakes = self.evaluator.images(ema, list(range(n)))
+        fakes = part.evaluator.images(ema, list(range(n)))
         try:
-            rows = fidelity.class_fidelity(self.images, fakes, (self.extractor, self.independent_features),
-                                           self.floor_images, cls=self.out_dir.name, source=path.name,
+            rows = fidelity.class_fidelity(part.images, fakes, (self.extractor, self.independent_features),
+                                           part.floor, cls=part.name, source=path.name,
                                            kimg=nimg / 1000, n=self.cfg.fid_images)
         except BusganError as e:  # too few images for a floor: FID/KID above still stand
-            self.log(f"[train-gan] fidelity against the floor skipped: {e}")
+            self.log(f"[train-gan] fidelity against the floor skipped ({part.name}): {e}")
             return
         fidelity.write_metrics_csv(self.out_dir / "metrics.csv", rows)
+        prefix = "Fidelity" if part.label is None else f"Fidelity_{part.name}"
         scalars = {}
         for r in rows:
-            scalars[f"Fidelity/{r['space']}/{r['metric']}"] = r["value"]
-            scalars[f"Fidelity/{r['space']}/{r['metric']}_floor"] = r["floor"]
+            scalars[f"{prefix}/{r['space']}/{r['metric']}"] = r["value"]
+            scalars[f"{prefix}/{r['space']}/{r['metric']}_floor"] = r["floor"]
         self.writer.scalars(nimg, scalars)
 
     @property
@@ -455,24 +552,40 @@ class GanTrainer:
                 self.snapshot()
         if self.writer is not None:
             self.writer.close()
+        self.dev.barrier("train-gan: done")  # several processes: process 0 has written best.json
         best_file = self.out_dir / "best.json"
         if not best_file.is_file():
             raise BusganError(f"{self.out_dir}: training finished without best.json; rerun with --resume auto")
         return best_snapshot(self.out_dir)
 
 
+def initial_weights(template: steps.TrainState, init_from: Path, cfg: GanConfig) -> steps.TrainState:
+    """``template`` (a fresh state) with the G, D and G_ema weights of another snapshot of the same
+    architecture; the optimizer, path-length mean and ADA p start afresh, as NVlabs' --resume."""
+    from busgan.stylegan2.generate import resolve_network
+    path = resolve_network(init_from)
+    arrays, meta = snap.read_snapshot(path)
+    snap.check_architecture(meta, cfg, str(path))
+    loaded = snap.unflatten_like(template, arrays, str(path))
+    return {**template, **{k: loaded[k] for k in ("g", "g_nt", "d", "d_nt", "g_ema", "g_ema_nt")}}
+
+
 def train_gan(data_dir: Path, out_dir: Path, cfg: GanConfig, resume: bool = True,
               feature_model: Path | None = None, *, devices: int | None = None,
-              log: Callable[[str], None] = print, floor_dir: Path | None = None) -> Path:
-    """Train one class's StyleGAN2; return the best (lowest-FID) snapshot's path.
+              log: Callable[[str], None] = print, floor_dir: Path | None = None,
+              init_from: Path | None = None) -> Path:
+    """Train one class's StyleGAN2 (or, with ``cfg.conditional``, one for every class); return
+    the best (lowest-FID) snapshot's path.
 
-    ``data_dir``: that class's images. ``out_dir``: snapshots/, fid.csv, stats.csv, grids/,
-    logs/, best.json. ``resume``: continue from the newest snapshot in ``out_dir`` (refused
+    ``data_dir``: that class's images (conditional: a folder of the class folders).
+    ``out_dir``: snapshots/, fid.csv, stats.csv, grids/, logs/, best.json. ``resume``: continue from the newest snapshot in ``out_dir`` (refused
     when it was made with other result-affecting settings); without it, ``out_dir`` must hold
     no snapshot. ``feature_model``: a classifier ``model.keras`` or InceptionV3 notop ``.h5``
     for FID/KID (None: the offline pixel fallback, see ``metrics``). ``devices``: how many
     local devices to use (JAX; default all). ``floor_dir``: other real images of the class
-    (e.g. its validation images) for the fidelity floor in metrics.csv.
+    (e.g. its validation images; conditional: a folder of class folders) for the fidelity
+    floor in metrics.csv. ``init_from``: a snapshot or train-gan folder whose weights a fresh run
+    starts from (ignored when resuming).
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     _check_lengths(cfg)
@@ -481,7 +594,7 @@ def train_gan(data_dir: Path, out_dir: Path, cfg: GanConfig, resume: bool = True
     dev.check_batch(cfg.batch_size)
     snapshot, arrays, meta = _resume_point(out_dir, cfg, resume, log)  # before minutes of compiling
     trainer = GanTrainer(data_dir, out_dir, cfg, dev, feature_model, log, floor_dir)
-    trainer.start(snapshot, arrays, meta)
+    trainer.start(snapshot, arrays, meta, init_from)
     return trainer.run()
 
 
