@@ -173,7 +173,7 @@ def _train_from_selection(cfg: Config, work: Path, key: str, arm: str, selected:
     selected = _without_excluded(selected, excluded, work / layout.ARMS / arm / "selection")
     shortfall = per_class < cfg.synthetic.per_class
     if shortfall:
-        log.info(f"[busgan run] {arm}: selection kept {', '.join(f'{n} {c}' for c, n in found.items())} "
+        log.warning(f"[busgan run] {arm}: selection kept {', '.join(f'{n} {c}' for c, n in found.items())} "
                  f"images, fewer than synthetic.per_class = {cfg.synthetic.per_class}: this arm "
                  f"trains on {per_class} per class (balanced)")
     reps = []

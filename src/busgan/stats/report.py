@@ -8,14 +8,13 @@ __all__ = ["format_markdown", "format_p", "format_summary", "p_text"]
 
 
 def format_p(p: float | None) -> str:
-    """p to 2 significant digits, '< 0.0001' below that, 'undefined' for None."""
+    """p to 3 significant digits (trailing zeros kept: 0.500, 1.00), '< 0.0001' below that,
+    'undefined' for None."""
     if p is None:
         return "undefined"
     if p < 1e-4:
         return "< 0.0001"
-    if p < 0.01:
-        return f"{p:.2g}"
-    return f"{p:.3f}".rstrip("0").rstrip(".")
+    return f"{p:#.3g}"
 
 
 def p_text(p: float | None) -> str:
