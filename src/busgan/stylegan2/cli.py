@@ -116,15 +116,16 @@ def register(sub: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from busgan.stylegan2.distributed import process_layout, run_local_processes
+    from busgan.stylegan2.distributed import peer_errors, process_layout, run_local_processes
     if args.processes != 1:  # before importing Keras: this process only waits for the workers
         return run_local_processes(args.argv, args.processes)
     from busgan.stylegan2.training import train_gan
     cfg = config_from_args(args).gan
     # ticks go through the logger, so --quiet leaves them out like every progress line
-    best = train_gan(args.data, args.out, cfg, resume=args.resume == "auto",
-                     feature_model=args.features, devices=args.devices,
-                     log=logging.getLogger("busgan.stylegan2.training").info, init_from=args.init_from)
+    with peer_errors():
+        best = train_gan(args.data, args.out, cfg, resume=args.resume == "auto",
+                         feature_model=args.features, devices=args.devices,
+                         log=logging.getLogger("busgan.stylegan2.training").info, init_from=args.init_from)
     if process_layout()[0] == 0:  # the other processes of a multi-process run say nothing
         print(f"best snapshot: {best}")
     return 0
@@ -174,12 +175,13 @@ def _in_processes(make: Any, seeds: Any, out: Path, fmt: str) -> int:
     index, count = dist.process_layout()
     if count == 1:
         return make(seeds)
-    dist.init_distributed()  # for the barriers only: rendering needs no collective
-    if index == 0:
-        make([])
-    dist.barrier("generate: folder claimed")
-    make(dist.process_share(seeds, index, count))
-    dist.barrier("generate: every share written")
+    with dist.peer_errors():
+        dist.init_distributed()  # for the barriers only: rendering needs no collective
+        if index == 0:
+            make([])
+        dist.barrier("generate: folder claimed")
+        make(dist.process_share(seeds, index, count))
+        dist.barrier("generate: every share written")
     if index == 0:
         save_grid(out, itertools.islice(seeds, 64), fmt, out.with_name(out.name + "-grid.png"))
     return len(seeds)

@@ -24,6 +24,7 @@ Generation needs no collective: each process renders its share of the seeds
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import os
@@ -32,7 +33,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -106,6 +107,21 @@ def init_distributed() -> int:
                               "the others; run busgan train-gan / generate in a fresh process") from None
         raise
     return count
+
+
+@contextlib.contextmanager
+def peer_errors() -> Iterator[None]:
+    """With several processes, a JAX runtime error (mostly a collective whose peer died) becomes
+    one line that points at the process that stopped first, not a traceback called a bug."""
+    try:
+        yield
+    except Exception as e:
+        index, count = process_layout()
+        if count == 1 or type(e).__name__ != "JaxRuntimeError":
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise BusganError(f"{PROCESS_ID}={index}: the JAX runtime failed ({first}); with several processes "
+                          "this mostly means another one stopped first: its own error says what to fix") from None
 
 
 def barrier(name: str) -> None:
