@@ -217,7 +217,6 @@ def _generate_with_noise(network: Path, out: Path, seeds: Any, truncation: float
                          fmt: str, noise_mode: str, workers: int, image_class: str | None = None) -> int:
     """generate_images with per-pixel noise drawn from each image's seed, or none."""
     import keras
-    import numpy as np
 
     from busgan.stylegan2 import autodiff, steps
     from busgan.stylegan2 import generate as gen
@@ -229,7 +228,7 @@ def _generate_with_noise(network: Path, out: Path, seeds: Any, truncation: float
     label = gen.class_label(snapshot, image_class)
 
     def labels(z: Any) -> Any:
-        return None if label is None else np.repeat(np.eye(G.c_dim, dtype=np.float32)[label][None], z.shape[0], 0)
+        return None if label is None else gen.one_hot_rows(label, z.shape[0], G.c_dim)
     if noise_mode == "random":  # image i's noise comes from its own seed: batch-independent
         fn = autodiff.compile(lambda z, s: steps.synthesize(G, ema_vars, z, psi=truncation,
                                                             noise_mode="random", seeds=s, c=labels(z)))

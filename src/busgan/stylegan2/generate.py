@@ -358,6 +358,11 @@ def class_label(snapshot: Path, image_class: str | None) -> int | None:
     return classes.index(image_class)
 
 
+def one_hot_rows(label: int, n: int, c_dim: int = 2) -> np.ndarray:
+    """``n`` one-hot rows of class index ``label``: a conditional generator's labels c."""
+    return np.repeat(np.eye(c_dim, dtype=np.float32)[label][None], n, axis=0)
+
+
 def device_renderer(G: Any, ema_vars: tuple[list, list], z_dim: int, truncation: float,
                     label: int | None = None) -> Render:
     """seeds -> float images on the device (not waited for: JAX dispatches asynchronously);
@@ -370,7 +375,7 @@ def device_renderer(G: Any, ema_vars: tuple[list, list], z_dim: int, truncation:
     from busgan.stylegan2 import autodiff, steps
 
     def run(z):  # one compiled program for the fixed batch size
-        c = None if label is None else np.repeat(np.eye(G.c_dim, dtype=np.float32)[label][None], z.shape[0], 0)
+        c = None if label is None else one_hot_rows(label, z.shape[0], G.c_dim)
         return steps.synthesize(G, ema_vars, z, psi=truncation, noise_mode=NOISE_MODE, c=c)
 
     fn = autodiff.compile(run)

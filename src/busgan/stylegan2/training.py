@@ -38,7 +38,7 @@ from busgan.stylegan2 import augment as ada
 from busgan.stylegan2 import autodiff, metrics, networks, steps
 from busgan.stylegan2 import snapshot as snap
 from busgan.stylegan2.distributed import Devices, init_distributed, memory_gb
-from busgan.stylegan2.generate import best_snapshot, latents, save_image, to_uint8
+from busgan.stylegan2.generate import best_snapshot, latents, one_hot_rows, save_image, to_uint8
 from busgan.stylegan2.tblog import EventWriter
 
 ADA_INTERVAL = 4  # steps between ADA p updates (NVlabs: 4)
@@ -120,11 +120,6 @@ def _sampler(batch: int, mirror: bool, conditional: bool = False) -> Callable:
     return autodiff.compile(sample_labelled if conditional else sample)
 
 
-def one_hot_rows(label: int, n: int) -> np.ndarray:
-    """``n`` one-hot rows of class index ``label`` (a conditional generator's c)."""
-    return np.repeat(np.eye(len(CLASSES), dtype=np.float32)[label][None], n, axis=0)
-
-
 def step_seed(cfg_seed: int, step: int, phase: int) -> Any:
     """The seed tensor of one phase of one step (the whole RNG state is the step number)."""
     return autodiff.seed_tensor(((cfg_seed & 0xFFFFF) << 40) | (step << 3) | phase)
@@ -188,7 +183,7 @@ class Evaluator:
             chunk = seeds[i:i + self.batch]
             z = ops.convert_to_tensor(latents(chunk + [chunk[-1]] * (self.batch - len(chunk)), self.cfg.z_dim))
             img = ops.convert_to_numpy(self._synth(ema, z) if self.label is None else
-                                       self._synth(ema, z, one_hot_rows(self.label, self.batch)))
+                                       self._synth(ema, z, one_hot_rows(self.label, self.batch, len(CLASSES))))
             out.append(to_uint8(img[:len(chunk)]))
         return np.concatenate(out)
 
