@@ -81,6 +81,7 @@ def no_progress_bars(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BUSGAN_NO_PROGRESS", "1")
 
 
+@pytest.mark.slow  # uses the module's trained classifier
 def test_training_writes_outputs_and_learns(work: Path) -> None:
     out = work / "real"
     for name in ("model.keras", "history.csv", "learning_curve.png", "train.json"):
@@ -96,6 +97,7 @@ def test_training_writes_outputs_and_learns(work: Path) -> None:
     assert len(rows) == record["epochs_run"] and {"loss", "val_loss", "val_auc"} <= set(rows[0])
 
 
+@pytest.mark.slow  # uses the module's trained classifier
 def test_test_stage_report_and_files(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
     assert main(["test", str(work / "real" / "model.keras"), "--work", str(work)]) == 0
@@ -117,6 +119,7 @@ def test_test_stage_report_and_files(work: Path, capsys: pytest.CaptureFixture[s
     assert (out / "roc.png").stat().st_size > 0 and (out / "confusion.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # uses the module's trained classifier
 def test_init_starts_from_given_weights_and_per_class(work: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                       caplog: pytest.LogCaptureFixture) -> None:
     init = work / "real" / "model.keras"
@@ -209,6 +212,7 @@ def test_select_keeps_what_the_rule_says_and_resumes(tmp_path: Path, monkeypatch
         cselect.select_images(model, gen, gen, SelectConfig())
 
 
+@pytest.mark.slow  # uses the module's trained classifier
 def test_bad_models_are_refused(tmp_path: Path, work: Path) -> None:
     plain = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Flatten(), keras.layers.Dense(2)])
     plain.save(tmp_path / "plain.keras")
@@ -257,6 +261,7 @@ def test_weights_local_file_freezes_and_imagenet_unreachable(tmp_path: Path, mon
         cmodel.build_classifier(tiny_cfg(weights=str(tmp_path / "missing.h5")))
 
 
+@pytest.mark.slow  # builds the full InceptionResNetV2 (about 10 s)
 def test_inception_resnet_v2_head_and_freezing_rule() -> None:
     cfg = ClassifierConfig(weights="none", input_size=75, head_units=8)
     model = cmodel.build_classifier(cfg)
@@ -285,6 +290,7 @@ def test_inception_resnet_v2_train_step(tmp_path: Path) -> None:
     assert cmodel.input_size(cmodel.load_classifier(path)) == 75
 
 
+@pytest.mark.slow  # uses the module's trained classifier
 def test_saved_model_predicts_uint8_as_the_training_pipeline(work: Path) -> None:
     """keras.saving.load_model(path, safe_mode=True).predict(uint8 images) needs no busgan code
     and gives what the training-time pipeline (raw pixels streamed from disk) gives."""

@@ -23,6 +23,8 @@ from busgan.pipeline import STAGES
 
 CONFIG = Path(__file__).parent / "configs" / "tiny.toml"
 
+pytestmark = pytest.mark.slow  # whole pipeline runs in subprocesses: minutes on 2 cores
+
 
 def _cmd(work: Path) -> list[str]:
     return [sys.executable, "-m", "busgan", "run", str(CONFIG), "--work", str(work)]

@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import busgan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +51,7 @@ def strict(path: Path) -> object:
     return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
 
 
+@pytest.mark.slow  # a fresh interpreter runs the docs example: a tiny pipeline
 def test_docs_example_runs_with_jax_and_without_tensorflow(tmp_path: Path, request) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "BUSGAN_NO_PROGRESS")}
     # XLA programs kept between test runs (even the small ones): most of a cold run is compiling

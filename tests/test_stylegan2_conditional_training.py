@@ -69,6 +69,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     return root, best
 
 
+@pytest.mark.slow  # uses the module's conditional training run
 def test_a_conditional_run_reports_fid_and_fidelity_per_class(trained) -> None:
     root, best = trained
     with open(root / "gan" / "fid.csv", newline="") as f:
@@ -92,6 +93,7 @@ def test_a_conditional_run_reports_fid_and_fidelity_per_class(trained) -> None:
         assert (root / "gan" / "grids" / f"reals-{cls}.png").is_file()
 
 
+@pytest.mark.slow  # uses the module's conditional training run
 def test_generate_draws_the_class_asked_for_and_refuses_no_class(trained) -> None:
     from busgan.stylegan2.generate import generate_images
     root, _ = trained
@@ -145,6 +147,7 @@ def test_every_phase_routes_the_labels_to_both_networks() -> None:
     assert float(ops.convert_to_numpy(r1["r1_penalty"])) > 0
 
 
+@pytest.mark.slow  # uses the module's conditional training run
 def test_init_from_starts_with_the_source_weights_and_a_fresh_optimizer(trained) -> None:
     from busgan.stylegan2 import snapshot as snap
     from busgan.stylegan2.distributed import Devices

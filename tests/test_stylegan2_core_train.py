@@ -21,7 +21,7 @@ def state_to_numpy(state):
     return flatten(keras.tree.map_structure(ops.convert_to_numpy, state))
 
 
-pytestmark = pytest.mark.keras
+pytestmark = [pytest.mark.keras, pytest.mark.slow]  # compiles every training phase, then 300 steps
 
 RES, BATCH = 16, 16
 CFG = GanConfig(preset="custom", resolution=RES, channels=1, channel_base=512, channel_max=32, z_dim=32,

@@ -20,7 +20,7 @@ from PIL import Image
 from busgan.config import GanConfig
 from busgan.errors import BusganError
 
-pytestmark = pytest.mark.keras
+pytestmark = [pytest.mark.keras, pytest.mark.slow]  # real (tiny) GAN trainings, compiled per module
 
 STEPS, BATCH = 8, 4
 CFG = GanConfig(preset="custom", resolution=8, channels=1, channel_base=64, channel_max=16, z_dim=16,
