@@ -142,6 +142,29 @@ def test_init_starts_from_given_weights_and_per_class(work: Path, tmp_path: Path
         train_classifier(work / "data" / "train", None, tmp_path / "x", tiny_cfg(input_size=48), init=init)
 
 
+@pytest.mark.slow  # two short trainings
+@pytest.mark.parametrize("monitor", ["val_loss", "val_auc"])
+def test_the_monitored_best_epoch_is_restored_and_recorded(work: Path, tmp_path: Path, monitor: str) -> None:
+    """classifier.monitor: the kept model is the epoch with the best monitored validation value
+    (lowest loss, or highest AUC), and train.json names that epoch."""
+    cfg = tiny_cfg(epochs=5, patience=5, monitor=monitor, learning_rate=3e-3)
+    path = train_classifier(work / "data" / "train", work / "data" / "val", tmp_path / "m", cfg)
+    with open(tmp_path / "m" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    values = [float(row[monitor]) for row in rows]
+    best = (values.index(min(values)) if monitor == "val_loss" else values.index(max(values))) + 1
+    assert read_json(tmp_path / "m" / "train.json")["best_epoch"] == best
+    model = keras.saving.load_model(path, safe_mode=True)
+    model.compile(loss=keras.losses.CategoricalCrossentropy(),
+                  metrics=[keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASSES))])
+    files, labels = scan_classes(work / "data" / "val")
+    x = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    y = np.eye(len(CLASSES), dtype="float32")[labels]
+    loss, auc = model.evaluate(x, y, batch_size=20, verbose=0)
+    # both figures of the restored epoch (at val_auc the best epoch here is not the last one)
+    assert (loss, auc) == pytest.approx((float(rows[best - 1]["val_loss"]), float(rows[best - 1]["val_auc"])), abs=1e-4)
+
+
 def brightness_model(path: Path, classes: tuple[str, ...] = CLASSES, name: str = cmodel.MODEL_NAME,
                      preprocess: bool = True) -> Path:
     """A classifier of known outputs: P(malignant) = sigmoid(40 * (mean brightness - 0.5)).

@@ -59,6 +59,7 @@ def test_primary_decision_and_per_replicate_tests_match_references(study, tmp_pa
     assert set(v["secondary"]) == {"oracle"} and v["replicates"] == {"real": 2, "synthetic": 2, "oracle": 2}
     md = (tmp_path / "stats" / "stats.md").read_text()
     assert "significantly different" not in md and "Null hypothesis" in md
+    assert "conditional on this one GAN training" in md
     assert json.loads((tmp_path / "stats" / "stats.json").read_text())["margin"] == 0.1
     assert (tmp_path / "stats" / "reliability.png").stat().st_size > 0
 

@@ -124,7 +124,10 @@ class ClassifierConfig:
     learning_rate: float = opt(1e-3, "Adam learning rate", range=(0.0, None))
     batch_size: int = opt(32, "batch size")
     epochs: int = opt(50, "maximum epochs")
-    patience: int = opt(10, "early-stopping patience on validation loss (best weights restored)")
+    monitor: Literal["val_loss", "val_auc"] = opt(
+        "val_loss", "what early stopping, best-epoch restore and the learning-rate plateau watch on the "
+        "validation images: val_loss (the seed) or val_auc (steadier over seeds on small data: benchmarks/RESULTS.md)")
+    patience: int = opt(10, "early-stopping patience, in epochs without a better monitored value (best weights restored)")
     lr_patience: int = opt(3, "plateau patience before the learning rate is reduced")
     lr_factor: float = opt(0.1, "learning-rate reduction factor", range=(0.0, 1.0))
     shift: float = opt(0.1, "augmentation: width/height shift fraction", range=(0.0, 1.0))

@@ -1,8 +1,8 @@
 """Stages 1 and 5: train (or fine-tune) the classifier on a folder-per-class tree.
 
 Settings follow the seed (Adam, categorical cross-entropy, early stopping and learning-rate
-reduction on validation loss), except that validation is a real held-out split: the seed
-validated on images it also trained on.
+reduction on validation loss, or on validation AUC with ``classifier.monitor``), except that
+validation is a real held-out split: the seed validated on images it also trained on.
 """
 
 from __future__ import annotations
@@ -130,6 +130,14 @@ def validation_auc(model: keras.Model, val: ImageFolderDataset) -> float:
     return float(roc_auc_score(labels, probs[:, 1]))
 
 
+def best_epoch(history: dict[str, list[float]], monitor: str) -> int | None:
+    """The epoch (from 1) that early stopping restored: the first best value of ``monitor``."""
+    values = history.get(monitor)
+    if not values:
+        return None
+    return int(np.argmin(values) if monitor == "val_loss" else np.argmax(values)) + 1
+
+
 def train_classifier(train_dir: Path, val_dir: Path | None, out_dir: Path, cfg: ClassifierConfig,
                      init: Path | None = None, per_class: int | None = None) -> Path:
     """Train on ``train_dir`` and write ``out_dir/model.keras`` with its history and record.
@@ -146,9 +154,12 @@ def train_classifier(train_dir: Path, val_dir: Path | None, out_dir: Path, cfg: 
     with dtype_policy(cfg.mixed_precision):
         model = load_classifier(init, cfg.input_size) if init is not None else build_classifier(cfg)
     compile_model(model, cfg)
+    mode = "min" if cfg.monitor == "val_loss" else "max"
     callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=cfg.lr_factor, patience=cfg.lr_patience),
+        keras.callbacks.EarlyStopping(monitor=cfg.monitor, mode=mode, patience=cfg.patience,
+                                      restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor=cfg.monitor, mode=mode, factor=cfg.lr_factor,
+                                          patience=cfg.lr_patience),
         EpochProgress(cfg.epochs, len(train)),
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -163,7 +174,7 @@ def train_classifier(train_dir: Path, val_dir: Path | None, out_dir: Path, cfg: 
     write_history(out_dir / "history.csv", hist)
     plot_learning_curve(hist, out_dir / "learning_curve.png")
     epochs_run = len(hist.get("loss", []))
-    best = int(np.argmin(hist["val_loss"])) + 1 if hist.get("val_loss") else epochs_run
+    best = best_epoch(hist, cfg.monitor) or epochs_run
     write_json(out_dir / "train.json", {
         "stage": "train-classifier", "busgan": __version__, "keras": keras.__version__,
         "backend": keras.backend.backend(), "train_dir": str(train_dir),

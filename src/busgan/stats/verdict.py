@@ -102,6 +102,8 @@ def verdict_parts(v: dict[str, Any]) -> dict[str, Any]:
     primary = [f"Primary comparison: {PRIMARY} vs {REFERENCE}, non-inferiority margin {v['margin']:g} AUC, "
                f"{iv['n_pos'] + iv['n_neg']} test cases ({iv['n_pos']} malignant), "
                f"{v['replicates'][PRIMARY]} replicate(s) per arm.",
+               "The GANs were trained once: replicates retrain the classifiers (other seeds and "
+               "draws), so the verdict is conditional on this one GAN training.",
                f"Null hypothesis: {d['null_hypothesis']}",
                f"Mean AUC({PRIMARY}) - AUC({REFERENCE}) = {d['figure']:+.4f}, {conf} interval "
                f"[{d['lower']:+.4f}, {d['upper']:+.4f}] (half-width {d['half_width']:.4f}).",
