@@ -130,12 +130,16 @@ def validation_auc(model: keras.Model, val: ImageFolderDataset) -> float:
     return float(roc_auc_score(labels, probs[:, 1]))
 
 
+# Which way each classifier.monitor value improves: for the callbacks and for best_epoch alike.
+MONITOR_MODE = {"val_loss": "min", "val_auc": "max"}
+
+
 def best_epoch(history: dict[str, list[float]], monitor: str) -> int | None:
     """The epoch (from 1) that early stopping restored: the first best value of ``monitor``."""
     values = history.get(monitor)
     if not values:
         return None
-    return int(np.argmin(values) if monitor == "val_loss" else np.argmax(values)) + 1
+    return int(np.argmin(values) if MONITOR_MODE[monitor] == "min" else np.argmax(values)) + 1
 
 
 def train_classifier(train_dir: Path, val_dir: Path | None, out_dir: Path, cfg: ClassifierConfig,
@@ -154,7 +158,7 @@ def train_classifier(train_dir: Path, val_dir: Path | None, out_dir: Path, cfg: 
     with dtype_policy(cfg.mixed_precision):
         model = load_classifier(init, cfg.input_size) if init is not None else build_classifier(cfg)
     compile_model(model, cfg)
-    mode = "min" if cfg.monitor == "val_loss" else "max"
+    mode = MONITOR_MODE[cfg.monitor]
     callbacks = [
         keras.callbacks.EarlyStopping(monitor=cfg.monitor, mode=mode, patience=cfg.patience,
                                       restore_best_weights=True),

@@ -358,7 +358,7 @@ def class_label(snapshot: Path, image_class: str | None) -> int | None:
     return classes.index(image_class)
 
 
-def one_hot_rows(label: int, n: int, c_dim: int = 2) -> np.ndarray:
+def one_hot_rows(label: int, n: int, c_dim: int) -> np.ndarray:
     """``n`` one-hot rows of class index ``label``: a conditional generator's labels c."""
     return np.repeat(np.eye(c_dim, dtype=np.float32)[label][None], n, axis=0)
 
